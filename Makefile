@@ -1,0 +1,48 @@
+# nninvert: two commands on a fresh machine
+#   make book   create .venv, train or load the models, build the HTML book
+#   make test   create .venv if needed, run every test
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PROFILE ?= quick
+STAMP := $(VENV)/.installed-stamp
+
+# The original MNIST files, when a shared data folder sits beside the checkout.
+ifneq ($(wildcard ../shared/data/MNIST/raw),)
+export NNINVERT_DATA ?= $(abspath ../shared/data)
+endif
+# Pretrained weights live on a model hub; without network a lookup stalls ~45 s.
+# Set HF_HUB_OFFLINE=0 on a machine that reaches the hub to use them.
+export HF_HUB_OFFLINE ?= 1
+export PYTHONUNBUFFERED := 1
+
+.PHONY: help venv test book train clean
+
+help:
+	@echo "make book    build the book (PROFILE=$(PROFILE); models are trained or loaded first)"
+	@echo "make test    run every test"
+	@echo "make train   train or load the five models (PROFILE=$(PROFILE))"
+	@echo "make clean   remove the built book and test outputs (keeps .venv and model cache)"
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1 || $(PY) -m pip install -q torch torchvision
+	$(PY) -m pip install -q -e ".[test,book]"
+	touch $(STAMP)
+
+test: venv
+	$(PY) -m pytest -q -ra
+
+train: venv
+	$(VENV)/bin/nninvert train all --profile $(PROFILE)
+
+book: venv train
+	NNINVERT_PROFILE=$(PROFILE) $(VENV)/bin/jupyter-book build . -W --keep-going
+	@echo "The book is at file://$(abspath _build/html/index.html)"
+
+clean:
+	rm -rf _build .pytest_cache

@@ -1,0 +1,29 @@
+"""nninvert_lib: generate neural-network inputs from prescribed outputs.
+
+The public names are listed in ``__all__``; see the book's API reference.
+"""
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from .data import MnistData, load_mnist
+from .errors import CheckpointWarning, DataWarning, InversionError
+from .models import DISPLAY_NAMES, MODEL_NAMES, PAPER_ACCURACY, build_model, make_fcnn, make_vit
+from .plotting import image_grid
+from .profiles import PROFILES, TrainConfig, train_config
+from .result import InversionResult, check_target, target_distribution, verify
+from .reporting import accuracy_table
+from .training import evaluate, train_model
+from .zoo import cached_cards, load_model
+
+__all__ = [
+    "__version__",
+    "InversionError", "DataWarning", "CheckpointWarning",
+    "MnistData", "load_mnist",
+    "MODEL_NAMES", "DISPLAY_NAMES", "PAPER_ACCURACY", "build_model", "make_fcnn", "make_vit",
+    "PROFILES", "TrainConfig", "train_config",
+    "evaluate", "train_model",
+    "load_model", "cached_cards",
+    "accuracy_table", "image_grid",
+    "InversionResult", "target_distribution", "check_target", "verify",
+]

@@ -1,0 +1,23 @@
+"""Figures shared by the book's chapters."""
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import torch
+
+
+def image_grid(images: torch.Tensor, titles: list[str] | None = None, ncols: int = 10,
+               size: float = 1.1, cmap: str = "gray", vmin: float | None = 0.0,
+               vmax: float | None = 1.0) -> plt.Figure:
+    """Draw images ``(N, 1, 28, 28)`` or ``(N, 28, 28)`` in a grid; returns the figure."""
+    images = images.detach().cpu().reshape(len(images), 28, 28)
+    nrows = (len(images) + ncols - 1) // ncols
+    fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols, size * nrows + 0.2 * nrows),
+                             squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if i < len(images):
+            ax.imshow(images[i].numpy(), cmap=cmap, vmin=vmin, vmax=vmax)
+            if titles:
+                ax.set_title(titles[i], fontsize=8)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,139 @@
+"""Targets, results and verification, shared by every inversion method.
+
+A *target* is a probability vector over the K classes; the model returns logits
+and the softmax is implied. Every method ends with :func:`verify`: the model is
+run forward on the inputs it produced (in float64) and ``converged`` is set
+from ``|softmax(model(x)) - target| <= atol``, entry by entry.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from .errors import InversionError
+
+DEFAULT_ATOL = 1e-3
+
+
+def target_distribution(cls: int | Sequence[int] | torch.Tensor, p: float = 0.9,
+                        num_classes: int = 10) -> torch.Tensor:
+    """The paper's target: ``p`` on class ``cls`` and ``(1-p)/(K-1)`` on the others.
+
+    Args:
+        cls: an int (returns shape ``(K,)``) or a sequence of ints (``(B, K)``).
+        p: probability of the target class, strictly between 0 and 1.
+        num_classes: K.
+
+    Returns:
+        float64 tensor whose rows sum to 1 and are strictly positive.
+
+    Raises:
+        InversionError: ``p`` outside ``(0, 1)``, ``num_classes < 2``, or a class
+            outside ``0..K-1``.
+    """
+    if num_classes < 2:
+        raise InversionError(f"num_classes must be at least 2, got {num_classes}")
+    if not 0.0 < p < 1.0:
+        raise InversionError(f"p must lie strictly between 0 and 1 (every class needs "
+                             f"positive probability for the softmax to be invertible), got {p}")
+    scalar = isinstance(cls, int) or (torch.is_tensor(cls) and cls.ndim == 0)
+    classes = torch.as_tensor([int(cls)] if scalar else list(map(int, cls)), dtype=torch.long)
+    if classes.numel() and (classes.min() < 0 or classes.max() >= num_classes):
+        raise InversionError(f"classes must lie in 0..{num_classes - 1}, got {classes.tolist()}")
+    out = torch.full((len(classes), num_classes), (1.0 - p) / (num_classes - 1),
+                     dtype=torch.float64)
+    out[torch.arange(len(classes)), classes] = p
+    return out[0] if scalar else out
+
+
+def check_target(target: torch.Tensor | Sequence, num_classes: int | None = None,
+                 tol: float = 1e-6) -> torch.Tensor:
+    """Validate a target and return it as float64 ``(B, K)``.
+
+    Raises:
+        InversionError: naming the problem: non-finite entries, entries ``<= 0``,
+            rows not summing to 1 within ``tol``, wrong length, wrong rank.
+    """
+    t = torch.as_tensor(target, dtype=torch.float64)
+    if t.ndim == 1:
+        t = t.unsqueeze(0)
+    if t.ndim != 2 or t.shape[1] < 2:
+        raise InversionError(f"target must have shape (K,) or (B, K) with K >= 2, "
+                             f"got {tuple(torch.as_tensor(target).shape)}")
+    if num_classes is not None and t.shape[1] != num_classes:
+        raise InversionError(f"target has {t.shape[1]} classes but the model outputs "
+                             f"{num_classes}; pass a probability vector of length {num_classes}")
+    if not torch.isfinite(t).all():
+        raise InversionError("target holds NaN or inf; every entry must be a finite "
+                             "probability in (0, 1)")
+    if (t <= 0).any():
+        raise InversionError("target holds entries <= 0; softmax outputs are strictly "
+                             "positive, so every entry must lie in (0, 1) "
+                             "(e.g. nni.target_distribution(cls, p=0.9))")
+    sums = t.sum(dim=1)
+    if ((sums - 1).abs() > tol).any():
+        raise InversionError(f"target rows must sum to 1 within {tol}; got sums "
+                             f"{sums[(sums - 1).abs() > tol][:5].tolist()}")
+    return t
+
+
+@dataclass
+class InversionResult:
+    """What an inversion produced (modelled on ``scipy.optimize.OptimizeResult``).
+
+    Attributes:
+        inputs: ``(n, *input_shape)`` in the model's dtype; ``model(inputs)`` is
+            what was verified.
+        probs: ``(n, K)`` float64, ``softmax(model(inputs))`` after inversion.
+        target: ``(n, K)`` float64, the target each sample was inverted for.
+        converged: bool ``(n,)``: every ``|probs - target| <= atol`` and the input
+            is finite.
+        info: diagnostics (iterations, residuals, retries, reasons for failure).
+    """
+
+    inputs: torch.Tensor
+    probs: torch.Tensor
+    target: torch.Tensor
+    converged: torch.Tensor
+    info: dict = field(default_factory=dict)
+
+    @property
+    def success_rate(self) -> float:
+        """Fraction of samples verified (0–1)."""
+        return float(self.converged.double().mean()) if len(self.converged) else 0.0
+
+    @property
+    def max_error(self) -> torch.Tensor:
+        """``(n,)`` largest ``|probs - target|`` per sample (inf for non-finite inputs)."""
+        err = (self.probs - self.target).abs().amax(dim=1)
+        return torch.where(torch.isfinite(err), err, torch.full_like(err, float("inf")))
+
+    def __repr__(self) -> str:
+        return (f"InversionResult(n={len(self.converged)}, success_rate={self.success_rate:.3f}, "
+                f"inputs={tuple(self.inputs.shape)}, info keys={sorted(self.info)})")
+
+
+@torch.no_grad()
+def verify(model: nn.Module, inputs: torch.Tensor, target: torch.Tensor,
+           atol: float = DEFAULT_ATOL) -> tuple[torch.Tensor, torch.Tensor]:
+    """Run ``model`` forward in float64 and check ``|softmax - target| <= atol``.
+
+    Args:
+        model: returns logits ``(n, K)``; it is not modified (a float64 copy runs).
+        inputs: ``(n, *input_shape)``.
+        target: ``(n, K)`` probabilities.
+
+    Returns:
+        ``(probs, converged)``: float64 ``(n, K)`` and bool ``(n,)``.
+    """
+    import copy
+
+    m64 = copy.deepcopy(model).double().eval()
+    x = inputs.to(torch.float64)
+    probs = torch.softmax(m64(x), dim=-1)
+    finite = torch.isfinite(x.reshape(len(x), -1)).all(dim=1) & torch.isfinite(probs).all(dim=1)
+    ok = finite & ((probs - target.to(probs)).abs() <= atol).all(dim=1)
+    return probs, ok

@@ -1,0 +1,171 @@
+"""Trained models on demand: load from the checkpoint cache, or train and cache.
+
+A checkpoint lives in ``<cache>/models/<name>-<key>.pt`` beside its model card
+``<...>.json``. The key is a hash of the model name, the training
+configuration, the architecture and the data source, so changing any of them
+trains a new model instead of loading a stale one, and two profiles with the
+same recipe (the FCNNs under ``paper`` and ``quick``) share one checkpoint. Checkpoints are read with
+``torch.load(weights_only=True)``; a corrupted, truncated or mismatched file
+is reported with a :class:`~nninvert_lib.errors.CheckpointWarning` and the
+model is retrained, never a traceback.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import os
+import platform
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import paths
+from .data import MnistData, load_mnist
+from .errors import CheckpointWarning
+from .models import FCNN_WIDTHS, MODEL_NAMES, PAPER_ACCURACY, VIT_ARCHS, build_model
+from .profiles import TrainConfig, train_config
+from .training import train_model
+
+CHECKPOINT_FORMAT = 1
+
+
+def model_key(name: str, config: TrainConfig, data_source: str) -> str:
+    """16 hex digits identifying a trained model: name, config, architecture, data source."""
+    arch = list(FCNN_WIDTHS[name]) if name in FCNN_WIDTHS else VIT_ARCHS[name]
+    payload = {"name": name, "config": config.to_dict(), "arch": arch,
+               "data": data_source, "format": CHECKPOINT_FORMAT}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def checkpoint_path(name: str, key: str) -> Path:
+    """Path of the ``.pt`` checkpoint; the model card is the same path with ``.json``."""
+    return paths.models_dir() / f"{name}-{key}.pt"
+
+
+def _versions() -> dict:
+    import timm
+
+    from . import __version__
+
+    return {"nninvert": __version__, "torch": torch.__version__, "timm": timm.__version__,
+            "numpy": np.__version__, "python": platform.python_version()}
+
+
+def _save(model: nn.Module, card: dict, path: Path) -> None:
+    """Write checkpoint and card atomically (temporary file, then rename)."""
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    tmp = path.with_suffix(".pt.tmp")
+    torch.save({"key": card["key"], "format": CHECKPOINT_FORMAT, "state_dict": state}, tmp)
+    os.replace(tmp, path)
+    tmp_card = path.with_suffix(".json.tmp")
+    tmp_card.write_text(json.dumps(card, indent=2))
+    os.replace(tmp_card, path.with_suffix(".json"))
+
+
+def _load(model: nn.Module, path: Path, key: str) -> dict:
+    """Load weights into ``model`` and return the card; raises ValueError on any problem."""
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ValueError(f"cannot read checkpoint: {exc.__class__.__name__}: {exc}") from exc
+    if not isinstance(blob, dict) or blob.get("key") != key or "state_dict" not in blob:
+        raise ValueError("checkpoint does not match this model's configuration")
+    try:
+        model.load_state_dict(blob["state_dict"], strict=True)
+    except Exception as exc:
+        raise ValueError(f"weights do not fit the architecture: {exc}") from exc
+    try:
+        card = json.loads(path.with_suffix(".json").read_text())
+    except Exception as exc:
+        raise ValueError(f"model card missing or unreadable: {exc}") from exc
+    if card.get("key") != key:
+        raise ValueError("model card does not match the checkpoint")
+    return card
+
+
+def load_model(name: str, profile: str = "quick", device: str | torch.device = "cpu",
+               train: bool = True, force: bool = False, progress: bool = True,
+               data_root: str | os.PathLike | None = None,
+               config: TrainConfig | None = None) -> tuple[nn.Module, dict]:
+    """A trained model and its model card, from the cache or by training it now.
+
+    Args:
+        name: one of ``fcnn1``, ``fcnn2``, ``fcnn6``, ``vit_tiny``, ``dinov3_base``.
+        profile: ``paper``, ``quick`` or ``smoke`` (see :mod:`.profiles`).
+        device: where to train and where the returned model lives.
+        train: train on a cache miss; when False a miss raises FileNotFoundError.
+        force: retrain even when a valid checkpoint exists.
+        progress: show progress bars while training.
+        data_root: a folder holding ``MNIST/raw`` (else :func:`load_mnist`'s chain).
+        config: override the profile's training configuration (for experiments
+            and tests); it becomes part of the cache key.
+
+    Returns:
+        ``(model, card)``: the model in eval mode, and its card (a dict with
+        ``val_accuracy``, ``paper_val_accuracy``, ``data``, ``profile``,
+        ``config``, ``arch``, ``train_seconds``, ``versions``...).
+
+    Raises:
+        ValueError: unknown name or profile.
+        FileNotFoundError: ``train=False`` and no valid checkpoint is cached.
+    """
+    if name not in MODEL_NAMES:
+        raise ValueError(f"model must be one of {MODEL_NAMES}, got {name!r}")
+    config = config or train_config(name, profile)
+    train_data = load_mnist("train", root=data_root)
+    key = model_key(name, config, train_data.source)
+    path = checkpoint_path(name, key)
+
+    if path.exists() and not force:
+        # weights come from the checkpoint: skip any pretrained-weight lookup
+        model, _ = build_model(name, config.replace(pretrained=False))
+        try:
+            card = _load(model, path, key)
+            # the recipe may be shared: report the profile asked for, keep the original
+            card = {**card, "profile": profile, "trained_under": card["profile"]}
+            return model.to(device).eval(), card
+        except ValueError as exc:
+            warnings.warn(f"checkpoint {path} is unusable ({exc}); retraining {name}",
+                          CheckpointWarning, stacklevel=2)
+    if not train:
+        raise FileNotFoundError(f"no trained {name} ({profile}) in {paths.models_dir()}; "
+                                f"run `nninvert train {name} --profile {profile}`")
+    return _train_and_save(name, profile, config, key, path, train_data,
+                           load_mnist("val", root=data_root), device, progress)
+
+
+def _train_and_save(name: str, profile: str, config: TrainConfig, key: str, path: Path,
+                    train_data: MnistData, val_data: MnistData, device, progress: bool):
+    model, arch = build_model(name, config)
+    trained, report = train_model(model, config, train_data, val_data, device=device,
+                                  progress=progress, desc=f"{name} ({profile})")
+    card = {
+        "name": name, "profile": profile, "key": key,
+        "val_accuracy": report.val_accuracy, "val_accuracy_raw": report.val_accuracy_raw,
+        "paper_val_accuracy": PAPER_ACCURACY[name] / 100.0,
+        "n_val": report.n_val, "n_train": report.n_train, "steps": report.steps,
+        "train_seconds": report.seconds, "loss_history": report.loss_history,
+        "device": str(device), "data": {"train": train_data.record, "val": val_data.record},
+        "config": config.to_dict(), "arch": arch, "versions": _versions(),
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+    _save(trained, card, path)
+    return trained.eval(), card
+
+
+def cached_cards(profile: str | None = None) -> list[dict]:
+    """Model cards of every cached checkpoint (optionally of one profile), newest first."""
+    cards = []
+    for card_path in paths.models_dir().glob("*.json"):
+        try:
+            card = json.loads(card_path.read_text())
+        except Exception:
+            continue
+        if profile is None or card.get("profile") == profile:
+            card["path"] = str(card_path.with_suffix(".pt"))
+            cards.append(card)
+    return sorted(cards, key=lambda c: c.get("created", ""), reverse=True)

@@ -1,0 +1,59 @@
+"""The ``nninvert`` command line: every command's --help, and real smoke runs."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from nninvert_lib import cli
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["train", "--help"], ["models", "--help"],
+                                  ["data", "--help"]])
+def test_every_command_has_help(argv, capsys):
+    with pytest.raises(SystemExit) as exc:
+        cli.main(argv)
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    assert "usage: nninvert" in out
+
+
+def test_console_script_is_installed():
+    out = subprocess.run([sys.executable, "-m", "nninvert_lib.cli", "train", "--help"],
+                         capture_output=True, text=True, check=True).stdout
+    assert "--profile" in out and "--device" in out
+
+
+def test_train_smoke_then_list_models(fresh_cache, capsys):
+    assert cli.main(["train", "fcnn1", "--profile", "smoke", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "FCNN-1" in out and "smoke" in out and "paper 91.5%" in out
+    assert cli.main(["models", "--profile", "smoke"]) == 0
+    assert "FCNN-1" in capsys.readouterr().out
+    assert cli.main(["models", "--json"]) == 0
+    assert '"val_accuracy"' in capsys.readouterr().out
+
+
+def test_empty_cache_says_how_to_train(fresh_cache, capsys):
+    assert cli.main(["models"]) == 0
+    assert "nninvert train all" in capsys.readouterr().out
+
+
+def test_unknown_model_is_refused(capsys):
+    assert cli.main(["train", "lenet", "--profile", "smoke"]) == 2
+    assert "unknown model" in capsys.readouterr().err
+
+
+def test_cuda_without_gpu_is_refused(capsys, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert cli.main(["train", "fcnn1", "--device", "cuda"]) == 2
+    assert "no CUDA GPU" in capsys.readouterr().err
+
+
+def test_data_command_reports_source(capsys):
+    assert cli.main(["data", "--no-download"]) == 0
+    out = capsys.readouterr().out
+    assert "train" in out and "val" in out and "source=" in out

