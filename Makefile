@@ -40,9 +40,12 @@ test: venv
 train: venv
 	$(VENV)/bin/nninvert train all --profile $(PROFILE)
 
+# Executed notebooks are cached by content, so each profile builds in its own folder.
+BOOK_OUT := $(if $(filter quick,$(PROFILE)),.,_build/profile-$(PROFILE))
+
 book: venv train
-	NNINVERT_PROFILE=$(PROFILE) $(VENV)/bin/jupyter-book build . -W --keep-going
-	@echo "The book is at file://$(abspath _build/html/index.html)"
+	NNINVERT_PROFILE=$(PROFILE) $(VENV)/bin/jupyter-book build . --path-output $(BOOK_OUT) -W --keep-going
+	@echo "The book ($(PROFILE) profile) is at file://$(abspath $(BOOK_OUT)/_build/html/index.html)"
 
 clean:
 	rm -rf _build .pytest_cache
