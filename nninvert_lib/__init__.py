@@ -9,6 +9,8 @@ __version__ = "0.1.0"
 from .data import MnistData, load_mnist
 from .errors import CheckpointWarning, DataWarning, InversionError
 from .models import DISPLAY_NAMES, MODEL_NAMES, PAPER_ACCURACY, build_model, make_fcnn, make_vit
+from . import measures, prior
+from .prior import gradient_image, max_class_image, percentile_average_image
 from .plotting import image_grid
 from .profiles import PROFILES, TrainConfig, train_config
 from .result import InversionResult, check_target, target_distribution, verify
@@ -26,4 +28,5 @@ __all__ = [
     "load_model", "cached_cards",
     "accuracy_table", "image_grid",
     "InversionResult", "target_distribution", "check_target", "verify",
+    "prior", "measures", "max_class_image", "percentile_average_image", "gradient_image",
 ]
