@@ -94,12 +94,19 @@ def train_model(model: nn.Module, config: TrainConfig, train: MnistData, val: Mn
 
     model.to(device).train()
     opt = _optimizer(model, config)
-    sched = None
-    if config.schedule == "cosine":
-        sched = torch.optim.lr_scheduler.LambdaLR(
-            opt, lambda s: 0.5 * (1.0 + math.cos(math.pi * min(s, total) / total)))
-    elif config.schedule != "constant":
+    if config.schedule not in ("constant", "cosine"):
         raise ValueError(f"schedule must be 'constant' or 'cosine', got {config.schedule!r}")
+    warm = int(config.warmup * total)
+
+    def lr_factor(s: int) -> float:
+        if s < warm:
+            return (s + 1) / warm
+        if config.schedule == "cosine":
+            return 0.5 * (1.0 + math.cos(math.pi * (min(s, total) - warm) / max(total - warm, 1)))
+        return 1.0
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor) if warm or \
+        config.schedule == "cosine" else None
     ema = None
     if config.ema:
         from timm.utils import ModelEmaV3

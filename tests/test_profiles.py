@@ -30,3 +30,25 @@ def test_unknown_profile_or_model_is_named():
         nni.train_config("fcnn1", "fast")
     with pytest.raises(ValueError, match="model must be one of"):
         nni.train_config("lenet", "quick")
+
+
+def test_warmup_then_cosine_learning_rate(monkeypatch):
+    """The ViT schedule rises linearly over the warm-up, then decays to zero."""
+    import torch
+
+    from nninvert_lib import training
+
+    seen = []
+    real = torch.optim.lr_scheduler.LambdaLR
+
+    def spy(opt, fn):
+        seen.append(fn)
+        return real(opt, fn)
+
+    monkeypatch.setattr(torch.optim.lr_scheduler, "LambdaLR", spy)
+    cfg = nni.train_config("fcnn1", "smoke").replace(schedule="cosine", warmup=0.25, max_steps=8, batch_size=8)
+    data = nni.MnistData(torch.rand(64, 1, 28, 28), torch.randint(0, 10, (64,)), "train", "t", "t")
+    training.train_model(nni.make_fcnn([784, 10]), cfg, data, data, progress=False)
+    f = seen[0]
+    assert [round(f(s), 3) for s in range(3)] == [0.5, 1.0, 1.0]  # warm = 2 steps
+    assert f(8) == 0.0 and 0 < f(5) < 1
