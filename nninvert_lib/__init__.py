@@ -10,6 +10,11 @@ from .data import MnistData, load_mnist
 from .errors import CheckpointWarning, DataWarning, InversionError
 from .models import DISPLAY_NAMES, MODEL_NAMES, PAPER_ACCURACY, build_model, make_fcnn, make_vit
 from . import measures, prior
+from .activations import SELU_ALPHA, SELU_LAMBDA, activation_condition, invert_activation
+from .backward import back_pass_inv, plan_back_pass
+from .forward import forward_pass_inv, levenberg_marquardt
+from .linear import PseudoInverse, sample_null_space, thresholded_pinv
+from .softmax import invert_softmax
 from .prior import gradient_image, max_class_image, percentile_average_image
 from .plotting import image_grid
 from .profiles import PROFILES, TrainConfig, train_config
@@ -29,4 +34,7 @@ __all__ = [
     "accuracy_table", "image_grid",
     "InversionResult", "target_distribution", "check_target", "verify",
     "prior", "measures", "max_class_image", "percentile_average_image", "gradient_image",
+    "invert_softmax", "invert_activation", "activation_condition", "SELU_LAMBDA", "SELU_ALPHA",
+    "thresholded_pinv", "sample_null_space", "PseudoInverse",
+    "back_pass_inv", "plan_back_pass", "forward_pass_inv", "levenberg_marquardt",
 ]

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import sys
 import time
 from dataclasses import dataclass, field
 
@@ -117,7 +118,9 @@ def train_model(model: nn.Module, config: TrainConfig, train: MnistData, val: Mn
     history: list[float] = []
     step = 0
     start = time.perf_counter()
-    bar = tqdm(total=total, desc=desc, disable=not progress, unit="step", leave=False)
+    interactive = sys.stderr.isatty()
+    bar = tqdm(total=total, desc=desc, disable=not progress, unit="step", leave=False,
+               mininterval=0.5 if interactive else 30.0)
     for _epoch in range(config.epochs):
         order = torch.randperm(n_train, generator=gen).to(device)
         running, count = 0.0, 0

@@ -36,7 +36,11 @@ CHECKPOINT_FORMAT = 1
 def model_key(name: str, config: TrainConfig, data_source: str) -> str:
     """16 hex digits identifying a trained model: name, config, architecture, data source."""
     arch = list(FCNN_WIDTHS[name]) if name in FCNN_WIDTHS else VIT_ARCHS[name]
-    payload = {"name": name, "config": config.to_dict(), "arch": arch,
+    # only settings that differ from their defaults: adding an option keeps old keys valid
+    defaults = TrainConfig(optimizer="", lr=0.0, epochs=0, batch_size=0).to_dict()
+    settings = {k: v for k, v in config.to_dict().items() if v != defaults[k]
+                or k in ("optimizer", "lr", "epochs", "batch_size")}
+    payload = {"name": name, "config": settings, "arch": arch,
                "data": data_source, "format": CHECKPOINT_FORMAT}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 

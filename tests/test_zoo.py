@@ -116,3 +116,11 @@ def test_paper_vit_code_path_runs(fresh_cache, name):
     # EMA in its warm-up copies the weights; a cache hit gives the same EMA weights back
     again, _ = nni.load_model(name, "paper", config=cfg, progress=False)
     assert _same_weights(model, again)
+
+
+def test_new_options_at_their_default_keep_old_keys():
+    """A key names only the settings that differ from TrainConfig's defaults."""
+    assert zoo.model_key("fcnn2", TINY, "mnist") == zoo.model_key(
+        "fcnn2", TINY.replace(warmup=0.0, ema=False), "mnist")
+    assert zoo.model_key("fcnn2", TINY, "mnist") != zoo.model_key(
+        "fcnn2", TINY.replace(warmup=0.1), "mnist")

@@ -1,0 +1,886 @@
+"""ForwardPassInv: Levenberg–Marquardt root finding on the input (paper §III-A).
+
+Start from random inputs ``x`` (``n`` samples of ``d`` pixels) and solve
+``r(x) = 0`` where ``r`` compares the model's output with the target
+distribution ``p`` (``K`` classes). With ``K << d`` the system is
+underdetermined, so the step is the *minimum-norm* Levenberg–Marquardt step
+
+    δ = -Jᵀ (J Jᵀ + μ I)⁻¹ r,            J = ∂r/∂x  (m × d, m ≈ K)
+
+which equals ``-(JᵀJ + μI)⁻¹ Jᵀ r`` but needs only an ``m × m`` solve per
+sample. ``μ`` adapts per sample by the gain ratio ``ρ`` of actual to predicted
+reduction of ``½‖r‖²`` (Nocedal & Wright, *Numerical Optimization*, §10.3;
+update rule of Madsen, Nielsen & Tingleff, *Methods for non-linear least
+squares problems*, 2004): a step is accepted when ``ρ > 0`` and then
+``μ ← μ·max(1/3, 1-(2ρ-1)³)``; otherwise ``μ ← μν``, ``ν ← 2ν``.
+
+The Jacobian comes from one forward pass with :func:`torch.func.vjp` and ``m``
+vector–Jacobian products batched by :func:`torch.func.vmap`. When the trial
+point of an iteration is accepted, its forward pass is reused for the next
+Jacobian, so one iteration costs one forward pass, one ``m``-row batched VJP
+and a few ``m × m`` solves.
+
+**Which residual.** The softmax is invariant to adding a constant to all
+logits, so three residuals share the same roots:
+
+* ``"logit"`` (default): ``r = Qᵀ(z - log p)``, where the ``K × (K-1)``
+  orthonormal ``Q`` spans the vectors orthogonal to ``1``; the free constant
+  is projected out and the softmax's nonlinearity is gone from ``r``.
+* ``"prob"``: ``r = softmax(z) - p``; its Jacobian vanishes where the softmax
+  saturates (a random start is often 99.9% one class).
+* ``"logprob"``: ``r = log softmax(z) - log p``; a class at 1% weighs as much
+  as the class at 90%, and the free constant stays in ``r``.
+* ``"wlogit"``: ``r = (diag(p) - ppᵀ)(z - log p)``, the probability residual
+  linearised at the target: weighted like ``"prob"`` but without saturation.
+
+Measured on the trained FCNN-6 (``paper`` profile, 97.1% validation
+accuracy), target ``target_distribution(c, 0.9)`` for c = 0..9, 20 random
+starts each (seed 0), at most 30 iterations, float64, no restarts, verified
+with ``atol=1e-3`` (2-core CPU, one thread)::
+
+    forward_pass_inv(model, target_distribution(range(10), 0.9), n_samples=20,
+                     seed=0, restarts=0, residual=...)
+
+=========  ===========  ================  =============
+residual   verified     mean iterations   solver time
+=========  ===========  ================  =============
+logit      200 / 200    16.2              2.5 s
+prob         0 / 200    25.7 (stalled)    3.8 s
+logprob    200 / 200    16.7              2.7 s
+wlogit     141 / 200    25.0              4.2 s
+=========  ===========  ================  =============
+
+``"prob"`` stalls where the softmax saturates; ``"wlogit"`` under-weights the
+nine small classes, whose relative tolerance (``1e-3 / 0.011``) is what the
+verification actually tests; ``"logit"`` and ``"logprob"`` tie and ``"logit"``
+has one equation fewer (``K-1`` VJP rows instead of ``K``): it is the default.
+With ``chord=2`` (two more steps per Jacobian) the same run needs 12.8
+Jacobians on average instead of 16.2 (1.9 s instead of 2.2 s).
+
+Convergence is always judged in probability space: a sample stops when
+``max |softmax(z) - p| <= tol`` (default ``atol / 2``, a margin for the cast to
+the model's dtype), and the result's ``converged`` comes from
+:func:`~nninvert_lib.result.verify` on the caller's model.
+
+**Models.** Any differentiable ``nn.Module`` returning logits, on CPU or CUDA.
+The inversion runs on a deep copy in eval mode, in float64 by default, with
+``fused_attn = False`` on every module that has that attribute (timm's fused
+attention has no ``vmap`` batching rule); the caller's model is never touched.
+Models that ``vmap`` cannot batch fall back to ``m`` separate backward passes
+(``jacobian="auto"``).
+
+**Reference path.** ``method="scipy"`` solves each sample with
+:func:`scipy.optimize.least_squares` (``method="trf"``, exact trust-region
+solver, the same residual and a torch Jacobian), stopping on the same
+probability-space criterion. MINPACK's ``method="lm"`` refuses ``m < n``; it
+could be used by padding the residual with ``d - m`` zeros, at the price of a
+``d × d`` problem per iteration.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .errors import InversionError
+from .result import DEFAULT_ATOL, InversionResult, check_target, verify
+
+RESIDUALS: tuple[str, ...] = ("logit", "prob", "logprob", "wlogit")
+METHODS: tuple[str, ...] = ("lm", "scipy")
+JACOBIANS: tuple[str, ...] = ("auto", "vmap", "loop")
+#: restarts per stalled sample in :func:`forward_pass_inv` (within the same max_iter budget)
+DEFAULT_RESTARTS = 2
+
+__all__ = ["RESIDUALS", "forward_pass_inv", "levenberg_marquardt", "inversion_copy",
+           "lm_solve", "LMOptions"]
+
+
+# --------------------------------------------------------------------------- model
+
+
+def model_dtype_device(model: nn.Module) -> tuple[torch.dtype, torch.device]:
+    """dtype and device of the model's first floating parameter (or buffer)."""
+    for t in list(model.parameters()) + list(model.buffers()):
+        if t.is_floating_point():
+            return t.dtype, t.device
+    return torch.get_default_dtype(), torch.device("cpu")
+
+
+def inversion_copy(model: nn.Module, dtype: torch.dtype | None = None,
+                   device: torch.device | str | None = None) -> tuple[nn.Module, int]:
+    """A deep copy of ``model`` ready to be differentiated with ``torch.func``.
+
+    The copy is in eval mode (no dropout, frozen normalisation statistics), its
+    parameters do not require gradients, it is cast to ``dtype`` and moved to
+    ``device`` (when given), and every module with a boolean ``fused_attn``
+    attribute (timm's attention layers) has it set to False, because fused
+    scaled-dot-product attention has no ``vmap`` batching rule and no
+    forward-mode AD. ``model`` itself is not modified.
+
+    Returns:
+        ``(copy, n)``: the copy and how many modules had fused attention switched off.
+    """
+    m = copy.deepcopy(model)
+    n_fused = 0
+    for mod in m.modules():
+        if isinstance(getattr(mod, "fused_attn", None), bool):
+            if mod.fused_attn:
+                n_fused += 1
+            mod.fused_attn = False
+    m.eval().requires_grad_(False)
+    if dtype is not None or device is not None:
+        m.to(device=device, dtype=dtype)
+    return m, n_fused
+
+
+# --------------------------------------------------------------------------- residuals
+
+
+def _orthogonal_complement_of_ones(k: int, dtype: torch.dtype,
+                                   device: torch.device) -> torch.Tensor:
+    """``(k, k-1)`` orthonormal basis of the vectors whose entries sum to zero."""
+    a = torch.eye(k, dtype=torch.float64)
+    a[:, 0] = 1.0
+    q, _ = torch.linalg.qr(a)
+    return q[:, 1:].to(dtype=dtype, device=device)
+
+
+class ProbabilityResidual:
+    """Residuals comparing logits ``z`` with target probabilities ``p``.
+
+    Calling it with ``(z, idx)`` (``z``: ``(b, K)``, ``idx``: rows of the target)
+    returns ``(r, G)``: the residual ``(b, m)`` and ``G = ∂r/∂z`` ``(b, m, K)``,
+    so that ``J = G · ∂z/∂x`` is obtained by VJPs with the rows of ``G``.
+    """
+
+    def __init__(self, kind: str, target: torch.Tensor):
+        if kind not in RESIDUALS:
+            raise InversionError(f"residual must be one of {RESIDUALS}, got {kind!r}")
+        self.kind = kind
+        self.target = target
+        self.log_target = target.log()
+        k = target.shape[1]
+        self.q = _orthogonal_complement_of_ones(k, target.dtype, target.device)
+        self.m = k - 1 if kind == "logit" else k
+        # softmax Jacobian at the target: diag(p) - p pᵀ, (n, K, K)
+        self.s_target = torch.diag_embed(target) - target[:, :, None] * target[:, None, :]
+
+    def __call__(self, z: torch.Tensor, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        b, k = z.shape
+        if self.kind == "logit":
+            r = (z - self.log_target[idx]) @ self.q
+            g = self.q.mT.expand(b, k - 1, k)
+        elif self.kind == "wlogit":
+            st = self.s_target[idx]
+            r = (st @ (z - self.log_target[idx])[:, :, None])[:, :, 0]
+            g = st
+        elif self.kind == "prob":
+            s = torch.softmax(z, dim=1)
+            r = s - self.target[idx]
+            g = torch.diag_embed(s) - s[:, :, None] * s[:, None, :]
+        else:
+            s = torch.softmax(z, dim=1)
+            r = torch.log_softmax(z, dim=1) - self.log_target[idx]
+            g = torch.eye(k, dtype=z.dtype, device=z.device) - s[:, None, :]
+        return r, g
+
+    def error(self, z: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        """``(b,)`` largest ``|softmax(z) - p|`` (the stopping criterion)."""
+        err = (torch.softmax(z, dim=1) - self.target[idx]).abs().amax(dim=1)
+        return torch.where(torch.isfinite(err), err, torch.full_like(err, math.inf))
+
+
+# --------------------------------------------------------------------------- Jacobians
+
+
+class _Evaluator:
+    """Forward passes that keep what the next Jacobian needs, and the Jacobian rows.
+
+    ``fn`` maps ``(b, d)`` to ``(b, K)`` with samples independent of each other.
+    """
+
+    def __init__(self, fn: Callable[[torch.Tensor], torch.Tensor], mode: str,
+                 chunk_size: int | None):
+        self.fn = fn
+        self.mode = mode
+        self.chunk_size = chunk_size
+        self.n_forward = 0
+        self.n_vjp = 0          # batched VJPs (each of m rows)
+        self.fallback: str | None = None
+
+    def __call__(self, x: torch.Tensor):
+        """Forward pass; returns ``(z, handle)`` for :meth:`rows`."""
+        self.n_forward += 1
+        if self.mode == "loop":
+            xg = x.detach().requires_grad_(True)
+            with torch.enable_grad():
+                z = self.fn(xg)
+            return z.detach(), (xg, z)
+        z, vjp_fn = torch.func.vjp(self.fn, x)
+        return z, vjp_fn
+
+    def value(self, x: torch.Tensor) -> torch.Tensor:
+        """Forward pass without anything kept for derivatives."""
+        self.n_forward += 1
+        with torch.no_grad():
+            return self.fn(x)
+
+    def rows(self, handle, g: torch.Tensor, x: torch.Tensor | None = None) -> torch.Tensor:
+        """``J = G ∂z/∂x``: ``(b, m, d)`` from cotangents ``g`` ``(b, m, K)``."""
+        self.n_vjp += 1
+        if self.mode == "loop":
+            xg, z = handle
+            out = []
+            for j in range(g.shape[1]):
+                (row,) = torch.autograd.grad(z, xg, g[:, j], retain_graph=j < g.shape[1] - 1)
+                out.append(row)
+            return torch.stack(out, dim=1)
+        try:
+            (jac,) = torch.func.vmap(handle, in_dims=1, out_dims=1,
+                                     chunk_size=self.chunk_size)(g.contiguous())
+            return jac
+        except (RuntimeError, NotImplementedError) as exc:
+            if self.mode != "auto" or x is None:
+                raise
+            self.mode = "loop"
+            self.fallback = f"{exc.__class__.__name__}: {str(exc)[:200]}"
+            self.n_forward -= 1
+            self.n_vjp -= 1
+            return self.rows(self(x)[1], g)
+
+
+# --------------------------------------------------------------------------- LM core
+
+
+@dataclass
+class LMOptions:
+    """Settings of the Levenberg–Marquardt iteration (all recorded in ``info``).
+
+    Attributes:
+        max_iter: LM steps per sample, restarts included.
+        tol: stop a sample when its error (``residual.error``) is ``<= tol``.
+        tau: initial damping ``μ₀ = τ · max diag(JJᵀ)``.
+        max_step: largest change of any input entry in one step (ℓ∞); longer
+            steps are scaled down (same direction). None: unbounded.
+        bounds: ``(lo, hi)``: inputs are kept in the box. Entries at a bound
+            whose step points outwards are frozen for that step (their Jacobian
+            columns are zeroed and the step recomputed), then the step is
+            clipped to the box. None: unbounded.
+        restarts: how many times a stalled sample may start again from a new
+            random input (drawn like the first one).
+        chord: extra steps per iteration that reuse the iteration's Jacobian
+            (each costs one forward pass, no VJP): the modified LM method of
+            Fan (2012). 0: plain LM.
+        patience: a sample has stalled after this many rejected steps in a row,
+            or when ``‖r‖`` fell by less than ``min_progress`` (relative) over its
+            last ``patience`` steps.
+        min_progress: see ``patience``.
+        history: keep per-iteration ``‖r‖`` and error histories.
+        progress: show a ``tqdm.auto`` progress bar.
+    """
+
+    max_iter: int = 30
+    tol: float = DEFAULT_ATOL / 2
+    tau: float = 1e-3
+    max_step: float | None = None
+    bounds: tuple[float, float] | None = None
+    restarts: int = 0
+    chord: int = 0
+    patience: int = 8
+    min_progress: float = 0.01
+    history: bool = True
+    progress: bool = False
+
+
+def _lm_step(jac: torch.Tensor, r: torch.Tensor, mu: torch.Tensor, x: torch.Tensor,
+             opts: LMOptions) -> torch.Tensor:
+    """Minimum-norm damped step ``-Jᵀ(JJᵀ + μI)⁻¹ r``, bounded and kept in the box."""
+
+    def solve(j: torch.Tensor) -> torch.Tensor:
+        a = j @ j.mT
+        a.diagonal(dim1=-2, dim2=-1).add_(mu[:, None])
+        y, info = torch.linalg.solve_ex(a, r[:, :, None])
+        s = -(j.mT @ y)[:, :, 0]
+        bad = (info != 0) | ~torch.isfinite(s).all(dim=1)
+        return torch.where(bad[:, None], torch.full_like(s, math.nan), s)
+
+    s = solve(jac)
+    if opts.bounds is not None:
+        lo, hi = opts.bounds
+        blocked = ((x <= lo) & (s < 0)) | ((x >= hi) & (s > 0))
+        if blocked.any():
+            s = solve(jac * (~blocked)[:, None, :].to(jac.dtype))
+    if opts.max_step is not None:
+        size = s.abs().amax(dim=1, keepdim=True)
+        s = s * torch.clamp(opts.max_step / size, max=1.0)
+    if opts.bounds is not None:
+        s = torch.clamp(x + s, *opts.bounds) - x
+    return s
+
+
+def _chord_steps(ev, residual, opts: LMOptions, idx, need, jac, x, z, r, cost, err, mu):
+    """Up to ``opts.chord`` more steps for ``idx[need]`` with the Jacobian ``jac``
+    (``(len(idx), m, d)``, computed before the step just accepted), in place.
+
+    The step of the modified LM method (Fan, *Math. Comp.* 81, 2012) repeated:
+    ``δ = -Jᵀ(JJᵀ + μI)⁻¹ r(y)`` at the new point ``y`` with the old ``J``. A
+    step is kept when it lowers ``‖r‖``; the first that does not ends the
+    sample's chord steps. Returns the bool ``(len(idx),)`` of samples that met
+    the tolerance.
+    """
+    done = torch.zeros(len(idx), dtype=torch.bool, device=idx.device)
+    going = need.clone()
+    for _ in range(opts.chord):
+        if not bool(going.any()):
+            break
+        sub = idx[going]
+        j_sub = jac[going]
+        s = _lm_step(j_sub, r[sub], mu[sub], x[sub], opts)
+        ok = torch.isfinite(s).all(dim=1)
+        s = torch.where(ok[:, None], s, torch.zeros_like(s))
+        x_try = x[sub] + s
+        z_try = ev.value(x_try)
+        r_try, _ = residual(z_try, sub)
+        c_try = 0.5 * (r_try ** 2).sum(dim=1)
+        better = ok & torch.isfinite(c_try) & (c_try < cost[sub])
+        keep = sub[better]
+        x[keep], z[keep], r[keep], cost[keep] = x_try[better], z_try[better], \
+            r_try[better], c_try[better]
+        e_try = residual.error(z_try, sub)
+        err[keep] = e_try[better]
+        hit = better & (e_try <= opts.tol)
+        pos = torch.nonzero(going).flatten()
+        done[pos[hit]] = True
+        still = torch.zeros_like(going)
+        still[pos[better & ~hit]] = True
+        going = still
+    return done
+
+
+def lm_solve(fn: Callable[[torch.Tensor], torch.Tensor], x0: torch.Tensor, residual,
+             opts: LMOptions, draw: Callable[[int], torch.Tensor] | None = None,
+             jacobian: str = "auto", chunk_size: int | None = None,
+             desc: str = "LM") -> dict:
+    """Batched Levenberg–Marquardt for ``residual(fn(x)) = 0`` (the engine under
+    :func:`levenberg_marquardt`; also used by the generalized method).
+
+    Args:
+        fn: maps ``(b, d)`` to outputs ``(b, K)``; samples must not interact.
+        x0: ``(n, d)`` starting points, in the working dtype and device.
+        residual: callable ``(z, idx) -> (r (b, m), G (b, m, K))`` with an
+            ``error(z, idx) -> (b,)`` method (the stopping measure).
+        opts: :class:`LMOptions`.
+        draw: ``k -> (k, d)`` fresh random starts for restarts.
+        jacobian: ``"vmap"`` (batched VJPs), ``"loop"`` (one backward pass per
+            row) or ``"auto"`` (vmap, falling back to loop).
+        chunk_size: rows per vmap chunk (memory); None: all at once.
+
+    Returns:
+        dict with ``x`` ``(n, d)``, ``z`` ``(n, K)``, ``error`` ``(n,)``,
+        ``iterations``, ``restarts``, ``reasons`` (list of str), ``mu`` and the
+        histories (``(n, max_iter + 1)``, NaN after a sample stopped).
+    """
+    ev = _Evaluator(fn, jacobian, chunk_size)
+    n = x0.shape[0]
+    dev, dt = x0.device, x0.dtype
+    every = torch.arange(n, device=dev)
+    x = x0.clone()
+    z, handle = ev(x)
+    r, g = residual(z, every)
+    jac = ev.rows(handle, g, x)
+    del handle
+    cost = 0.5 * (r ** 2).sum(dim=1)
+    err = residual.error(z, every)
+
+    def init_mu(j: torch.Tensor) -> torch.Tensor:
+        d = (j ** 2).sum(dim=2).amax(dim=1)
+        return opts.tau * torch.clamp(d, min=1e-30)
+
+    mu = init_mu(jac)
+    nu = torch.full((n,), 2.0, dtype=dt, device=dev)
+    iters = torch.zeros(n, dtype=torch.long, device=dev)
+    restarts = torch.zeros(n, dtype=torch.long, device=dev)
+    rejected = torch.zeros(n, dtype=torch.long, device=dev)
+    since = torch.zeros(n, dtype=torch.long, device=dev)   # steps since the last (re)start
+    # ‖r‖ of the last patience + 1 steps (a ring buffer), for the progress test
+    window = torch.full((n, opts.patience + 1), math.inf, dtype=dt, device=dev)
+    window[:, 0] = r.norm(dim=1)
+    reasons = [""] * n
+    hist_r = torch.full((n, opts.max_iter + 1), math.nan, dtype=torch.float64)
+    hist_e = torch.full((n, opts.max_iter + 1), math.nan, dtype=torch.float64)
+    hist_mu = torch.full((n, opts.max_iter + 1), math.nan, dtype=torch.float64)
+    hist_rho = torch.full((n, opts.max_iter + 1), math.nan, dtype=torch.float64)
+    if opts.history:
+        hist_r[:, 0] = r.norm(dim=1).double().cpu()
+        hist_mu[:, 0] = mu.double().cpu()
+        hist_e[:, 0] = err.double().cpu()
+
+    finite0 = torch.isfinite(cost) & torch.isfinite(jac).flatten(1).all(dim=1)
+    active = ~(err <= opts.tol) & finite0
+    for i in torch.nonzero(err <= opts.tol).flatten().tolist():
+        reasons[i] = "converged"
+    for i in torch.nonzero(~finite0 & ~(err <= opts.tol)).flatten().tolist():
+        reasons[i] = "non-finite output or Jacobian at the starting point"
+    if opts.max_iter == 0:
+        for i in torch.nonzero(active).flatten().tolist():
+            reasons[i] = "max_iter reached"
+        active[:] = False
+
+    bar = None
+    if opts.progress:
+        from tqdm.auto import tqdm
+        bar = tqdm(total=opts.max_iter, desc=desc, unit="it")
+    it = 0
+    while bool(active.any()):
+        idx = torch.nonzero(active).flatten()
+        xi, ri, ji, mui = x[idx], r[idx], jac[idx], mu[idx]
+        s = _lm_step(ji, ri, mui, xi, opts)
+        ok_step = torch.isfinite(s).all(dim=1)
+        s = torch.where(ok_step[:, None], s, torch.zeros_like(s))
+        x_new = xi + s
+        lin = ri + (ji @ s[:, :, None])[:, :, 0]
+        pred = cost[idx] - 0.5 * (lin ** 2).sum(dim=1)
+        if opts.chord:
+            z_new, handle = ev.value(x_new), None
+        else:
+            z_new, handle = ev(x_new)
+        r_new, g_new = residual(z_new, idx)
+        cost_new = 0.5 * (r_new ** 2).sum(dim=1)
+        rho = (cost[idx] - cost_new) / pred
+        good = ok_step & torch.isfinite(cost_new) & (pred > 0) & torch.isfinite(rho)
+        acc = good & (rho > 0)
+        rho_seen = torch.where(good, rho, torch.full_like(rho, -math.inf))
+        rho = torch.where(acc, rho, torch.zeros_like(rho))
+        factor = torch.clamp(1 - (2 * rho - 1) ** 3, min=1 / 3)
+        mu_new = torch.where(acc, mui * factor, mui * nu[idx])
+        mu[idx] = torch.clamp(mu_new, min=1e-12 * torch.clamp(
+            (ji ** 2).sum(dim=2).amax(dim=1), min=1e-30))
+        nu[idx] = torch.where(acc, torch.full_like(mui, 2.0), nu[idx] * 2)
+        rejected[idx] = torch.where(acc, torch.zeros_like(idx), rejected[idx] + 1)
+        iters[idx] += 1
+        since[idx] += 1
+
+        ia = idx[acc]
+        x[ia], z[ia], r[ia], cost[ia] = x_new[acc], z_new[acc], r_new[acc], cost_new[acc]
+        err_new = residual.error(z_new, idx)
+        err[ia] = err_new[acc]
+        done = acc & (err_new <= opts.tol)
+        out_of_budget = iters[idx] >= opts.max_iter
+        need = acc & ~done & ~out_of_budget
+        if opts.chord and bool(need.any()):
+            # extra steps with the same Jacobian: a forward pass each, no new VJP
+            done = done | _chord_steps(ev, residual, opts, idx, need, ji, x, z, r, cost, err, mu)
+            need = need & ~done
+            if bool(need.any()):
+                sub = idx[need]
+                z_sub, h_sub = ev(x[sub])
+                r_sub, g_sub = residual(z_sub, sub)
+                jac[sub] = ev.rows(h_sub, g_sub, x[sub])
+                del h_sub
+        elif bool(need.any()):
+            rows = ev.rows(handle, g_new, x_new)
+            jac[idx[need]] = rows[need]
+        del handle
+
+        norm_now = r[idx].norm(dim=1)
+        window[idx, since[idx] % (opts.patience + 1)] = norm_now
+        old = window[idx, (since[idx] + 1) % (opts.patience + 1)]
+        slow = (since[idx] >= opts.patience) & (norm_now > (1 - opts.min_progress) * old)
+        stalled = ~done & ~out_of_budget & ((rejected[idx] >= opts.patience) | slow)
+        again = stalled & (restarts[idx] < opts.restarts)
+        if draw is not None and bool(again.any()):
+            ir = idx[again]
+            xr = draw(len(ir)).to(device=dev, dtype=dt)
+            zr, hr = ev(xr)
+            rr, gr = residual(zr, ir)
+            jr = ev.rows(hr, gr, xr)
+            del hr
+            x[ir], z[ir], r[ir], jac[ir] = xr, zr, rr, jr
+            cost[ir] = 0.5 * (rr ** 2).sum(dim=1)
+            err[ir] = residual.error(zr, ir)
+            mu[ir] = init_mu(jr)
+            nu[ir] = 2.0
+            rejected[ir] = 0
+            since[ir] = 0
+            window[ir] = math.inf
+            window[ir, 0] = rr.norm(dim=1)
+            restarts[ir] += 1
+            done = done | (again & (err[idx] <= opts.tol))
+            stalled = stalled & ~again
+        if opts.history:
+            cpu_idx = idx.cpu()
+            col = iters[idx].cpu()
+            hist_r[cpu_idx, col] = r[idx].norm(dim=1).double().cpu()
+            hist_e[cpu_idx, col] = err[idx].double().cpu()
+            hist_mu[cpu_idx, col] = mu[idx].double().cpu()
+            hist_rho[cpu_idx, col] = rho_seen.double().cpu()
+        stop = done | out_of_budget | stalled
+        for j, i in enumerate(idx.tolist()):
+            if bool(done[j]):
+                reasons[i] = "converged"
+            elif bool(stalled[j]):
+                many = int(rejected[i]) >= opts.patience
+                why = (f"{opts.patience} rejected steps in a row" if many
+                       else f"|r| fell by < {opts.min_progress:.0%} in {opts.patience} steps")
+                reasons[i] = (f"stalled: {why} (error {float(err[i]):.2e}, damping "
+                              f"mu={float(mu[i]):.2e}) after {int(restarts[i])} restarts")
+            elif bool(out_of_budget[j]):
+                reasons[i] = f"max_iter={opts.max_iter} reached (error {float(err[i]):.2e})"
+        active[idx[stop]] = False
+        it += 1
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(active=int(active.sum()), converged=reasons.count("converged"))
+    if bar is not None:
+        bar.close()
+    return {"x": x, "z": z, "error": err, "iterations": iters.cpu(), "restarts": restarts.cpu(),
+            "reasons": reasons, "mu": mu.cpu(), "residual_history": hist_r,
+            "error_history": hist_e, "mu_history": hist_mu, "gain_ratio_history": hist_rho,
+            "n_forward": ev.n_forward, "n_vjp": ev.n_vjp,
+            "jacobian": ev.mode, "jacobian_fallback": ev.fallback}
+
+
+# --------------------------------------------------------------------------- SciPy path
+
+
+def _scipy_solve(fn, x0: torch.Tensor, residual, opts: LMOptions, jacobian: str,
+                 chunk_size: int | None) -> dict:
+    """Each sample by ``scipy.optimize.least_squares(method="trf")`` with a torch Jacobian."""
+    import numpy as np
+    from scipy.optimize import least_squares
+
+    ev = _Evaluator(fn, jacobian, chunk_size)
+    n, d = x0.shape
+    dev, dt = x0.device, x0.dtype
+    x_out, z_out = x0.clone(), None
+    iters = torch.zeros(n, dtype=torch.long)
+    reasons, statuses, njev = [""] * n, [0] * n, [0] * n
+    hist_e = torch.full((n, opts.max_iter + 1), math.nan, dtype=torch.float64)
+    zs, errs = [], []
+    lb, ub = (-np.inf, np.inf) if opts.bounds is None else opts.bounds
+    for i in range(n):
+        idx = torch.tensor([i], device=dev)
+        cache: dict = {}
+
+        def evaluate(xv, need_jac=False):
+            key = xv.tobytes()
+            if cache.get("key") != key or (need_jac and "jac" not in cache):
+                xt = torch.as_tensor(xv, dtype=dt, device=dev)[None]
+                if need_jac:
+                    z, h = ev(xt)
+                    r, g = residual(z, idx)
+                    cache.update(key=key, z=z, r=r, jac=ev.rows(h, g, xt)[0])
+                else:
+                    z = ev.value(xt)
+                    r, _ = residual(z, idx)
+                    cache.clear()
+                    cache.update(key=key, z=z, r=r)
+            return cache
+
+        def fun(xv):
+            return evaluate(xv)["r"][0].double().cpu().numpy()
+
+        def jac(xv):
+            njev[i] += 1
+            return evaluate(xv, True)["jac"].double().cpu().numpy()
+
+        count = [0]
+
+        def callback(intermediate_result):
+            count[0] += 1
+            e = float(residual.error(evaluate(intermediate_result.x)["z"], idx)[0])
+            if opts.history and count[0] <= opts.max_iter:
+                hist_e[i, count[0]] = e
+            if e <= opts.tol:
+                raise StopIteration
+
+        start = x0[i].double().cpu().numpy()
+        e0 = float(residual.error(evaluate(start)["z"], idx)[0])
+        hist_e[i, 0] = e0
+        if e0 <= opts.tol or opts.max_iter == 0:
+            sol_x, status, nit = start, 0, 0
+        else:
+            sol = least_squares(fun, start, jac=jac, method="trf", tr_solver="exact",
+                                bounds=(lb, ub), max_nfev=opts.max_iter + 1,
+                                callback=callback)
+            sol_x, status, nit = sol.x, sol.status, count[0]
+        xt = torch.as_tensor(sol_x, dtype=dt, device=dev)
+        x_out[i] = xt
+        z = ev.value(xt[None])
+        e = float(residual.error(z, idx)[0])
+        zs.append(z[0])
+        errs.append(e)
+        iters[i] = nit
+        statuses[i] = int(status)
+        reasons[i] = ("converged" if e <= opts.tol else
+                      f"scipy status {status} after {nit} iterations (error {e:.2e})")
+    z_out = torch.stack(zs) if zs else torch.empty(0)
+    return {"x": x_out, "z": z_out, "error": torch.tensor(errs, dtype=torch.float64),
+            "iterations": iters, "restarts": torch.zeros(n, dtype=torch.long),
+            "reasons": reasons, "scipy_status": statuses, "njev": njev,
+            "error_history": hist_e, "n_forward": ev.n_forward, "n_vjp": ev.n_vjp,
+            "jacobian": ev.mode, "jacobian_fallback": ev.fallback}
+
+
+# --------------------------------------------------------------------------- public API
+
+
+def _check_options(max_iter, atol, tol, tau, max_step, bounds, restarts, chord, patience,
+                   min_progress, residual, method, jacobian, dtype) -> None:
+    if not isinstance(max_iter, int) or isinstance(max_iter, bool) or max_iter < 0:
+        raise InversionError(f"max_iter must be an int >= 0, got {max_iter!r}")
+    for name, v in (("atol", atol), ("tau", tau)):
+        if not (isinstance(v, (int, float)) and v > 0 and math.isfinite(v)):
+            raise InversionError(f"{name} must be a positive finite number, got {v!r}")
+    if tol is not None and not (isinstance(tol, (int, float)) and 0 < tol <= atol):
+        raise InversionError(f"tol must lie in (0, atol={atol}], got {tol!r}")
+    if max_step is not None and not (isinstance(max_step, (int, float)) and max_step > 0):
+        raise InversionError(f"max_step must be a positive number or None, got {max_step!r}")
+    if bounds is not None:
+        ok = isinstance(bounds, Sequence) and len(bounds) == 2
+        if not ok or not all(isinstance(b, (int, float)) for b in bounds) \
+                or not bounds[0] < bounds[1]:
+            raise InversionError(f"bounds must be None or (lo, hi) with lo < hi, "
+                                 f"e.g. (0.0, 1.0), got {bounds!r}")
+    if not isinstance(restarts, int) or restarts < 0:
+        raise InversionError(f"restarts must be an int >= 0, got {restarts!r}")
+    if not isinstance(chord, int) or chord < 0:
+        raise InversionError(f"chord must be an int >= 0, got {chord!r}")
+    if not isinstance(patience, int) or patience < 1:
+        raise InversionError(f"patience must be an int >= 1, got {patience!r}")
+    if not (isinstance(min_progress, (int, float)) and 0 <= min_progress < 1):
+        raise InversionError(f"min_progress must lie in [0, 1), got {min_progress!r}")
+    if residual not in RESIDUALS:
+        raise InversionError(f"residual must be one of {RESIDUALS}, got {residual!r}")
+    if method not in METHODS:
+        raise InversionError(f"method must be one of {METHODS}, got {method!r}")
+    if jacobian not in JACOBIANS:
+        raise InversionError(f"jacobian must be one of {JACOBIANS}, got {jacobian!r}")
+    if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+        raise InversionError(f"dtype must be a floating torch.dtype or None, got {dtype!r}")
+
+
+def _uniform_draw(generator: torch.Generator, shape: tuple[int, ...],
+                  box: tuple[float, float]) -> Callable[[int], torch.Tensor]:
+    lo, hi = box
+
+    def draw(k: int) -> torch.Tensor:
+        u = torch.rand((k, *shape), generator=generator, dtype=torch.float64)
+        return lo + (hi - lo) * u
+
+    return draw
+
+
+def levenberg_marquardt(model: nn.Module, x0: torch.Tensor, target: torch.Tensor | Sequence,
+                        max_iter: int = 30, atol: float = DEFAULT_ATOL, *,
+                        residual: str = "logit", method: str = "lm", tol: float | None = None,
+                        tau: float = 1e-3, max_step: float | None = None,
+                        bounds: tuple[float, float] | None = None, restarts: int = 0,
+                        chord: int = 0, patience: int = 8, min_progress: float = 0.01,
+                        seed: int | None = None,
+                        generator: torch.Generator | None = None,
+                        init_range: tuple[float, float] = (0.0, 1.0),
+                        dtype: torch.dtype | None = torch.float64, jacobian: str = "auto",
+                        chunk_size: int | None = None, batch_size: int | None = None,
+                        history: bool = True, progress: bool = False) -> InversionResult:
+    """Levenberg–Marquardt on the input, from given starting points, to reach ``target``.
+
+    Solves ``r(x) = 0`` (see the module docstring for the residuals and the step)
+    for every sample at once; each sample has its own damping and stops on its
+    own when ``max |softmax(model(x)) - p| <= tol``.
+
+    Args:
+        model: any differentiable module mapping ``(n, *input_shape)`` to logits
+            ``(n, K)``. Not modified (a copy is inverted).
+        x0: ``(n, *input_shape)`` starting inputs (any float dtype; on any device:
+            the computation runs on the model's device).
+        target: ``(K,)`` (used for every sample) or ``(n, K)`` probabilities.
+        max_iter: LM steps per sample, restarts included.
+        atol: tolerance of the final verification (probability space).
+        residual: ``"logit"`` (default), ``"prob"`` or ``"logprob"``.
+        method: ``"lm"`` (this batched solver) or ``"scipy"`` (the reference:
+            ``scipy.optimize.least_squares(method="trf")`` per sample).
+        tol: internal stopping tolerance, default ``atol / 2``.
+        tau: initial damping factor, ``μ₀ = τ · max diag(JJᵀ)``.
+        max_step: largest change of one input entry per step (ℓ∞); None: no bound.
+        bounds: ``(lo, hi)`` box for the inputs (e.g. ``(0, 1)``); steps are
+            projected onto it (see :class:`LMOptions`). None: unbounded.
+        restarts: new random starts allowed per stalled sample.
+        chord: extra steps per iteration with the same Jacobian (one forward
+            pass each; see :class:`LMOptions`).
+        patience, min_progress: a sample has stalled after ``patience``
+            rejected steps in a row, or when ``‖r‖`` fell by less than the
+            fraction ``min_progress`` over its last ``patience`` steps.
+        seed, generator: randomness for restarts (uniform in ``bounds`` or
+            ``init_range``); ``generator`` wins over ``seed``.
+        init_range: range of the uniform restarts when there are no bounds.
+        dtype: working dtype (default float64); None: the model's own dtype.
+        jacobian: ``"auto"``, ``"vmap"`` or ``"loop"``.
+        chunk_size: Jacobian rows per vmap chunk (lower memory); None: all.
+        batch_size: samples solved together (memory); None: all.
+        history: keep per-iteration residual and error histories in ``info``.
+        progress: show a ``tqdm.auto`` progress bar.
+
+    Returns:
+        :class:`~nninvert_lib.result.InversionResult` whose ``inputs`` have the
+        model's dtype and device, ``converged`` from
+        :func:`~nninvert_lib.result.verify`, and ``info`` holding ``iterations``
+        ``(n,)``, ``restarts`` ``(n,)``, ``reasons`` (one str per sample),
+        ``residual_history`` (``‖r‖``), ``error_history`` (largest
+        ``|softmax - p|``), ``mu_history`` (damping after each step) and
+        ``gain_ratio_history`` (``ρ``; ``-inf`` for a non-finite trial), each
+        ``(n, max_iter + 1)`` with column ``k`` after step ``k`` (NaN after a
+        sample stopped), ``seconds``, ``n_forward``, ``n_vjp`` and every
+        option used.
+
+    Raises:
+        InversionError: invalid target (see :func:`~nninvert_lib.result.check_target`),
+            a target whose length differs from the model's output, a shape
+            mismatch between ``x0`` and ``target``, or an invalid option.
+    """
+    _check_options(max_iter, atol, tol, tau, max_step, bounds, restarts, chord, patience,
+                   min_progress, residual, method, jacobian, dtype)
+    tol = atol / 2 if tol is None else tol
+    tgt = check_target(target)
+    x0 = torch.as_tensor(x0)
+    if x0.ndim < 1 or not x0.is_floating_point():
+        raise InversionError(f"x0 must be a float tensor (n, *input_shape), got "
+                             f"{x0.dtype} of shape {tuple(x0.shape)}")
+    n = x0.shape[0]
+    if tgt.shape[0] == 1:
+        tgt = tgt.expand(n, -1)
+    elif tgt.shape[0] != n:
+        raise InversionError(f"target has {tgt.shape[0]} rows but x0 has {n} samples; "
+                             f"pass one target (K,) or one row per sample (n, K)")
+    input_shape = tuple(x0.shape[1:])
+    m_dtype, device = model_dtype_device(model)
+    work = m_dtype if dtype is None else dtype
+    net, n_fused = inversion_copy(model, work, device)
+    with torch.no_grad():
+        k = net(x0[:1].to(device=device, dtype=work)).shape[-1] if n else tgt.shape[1]
+    tgt = check_target(tgt, num_classes=k).to(device=device, dtype=work)
+
+    def fn(x: torch.Tensor) -> torch.Tensor:
+        return net(x.reshape(x.shape[0], *input_shape))
+
+    opts = LMOptions(max_iter=max_iter, tol=tol, tau=tau, max_step=max_step,
+                     bounds=None if bounds is None else (float(bounds[0]), float(bounds[1])),
+                     restarts=restarts, chord=chord, patience=patience,
+                     min_progress=float(min_progress),
+                     history=history, progress=progress)
+    if generator is None:
+        generator = torch.Generator()
+        if seed is None:
+            generator.seed()  # non-deterministic, leaves the global RNG alone
+        else:
+            generator.manual_seed(int(seed))
+    box = opts.bounds if opts.bounds is not None else init_range
+    draw = _uniform_draw(generator, (math.prod(input_shape),), box)
+
+    xf = x0.reshape(n, -1).to(device=device, dtype=work)
+    if opts.bounds is not None:
+        xf = xf.clamp(*opts.bounds)
+    t0 = time.perf_counter()
+    size = max(n, 1) if batch_size is None else max(1, int(batch_size))
+    parts = []
+    for start in range(0, n, size):
+        sl = slice(start, min(n, start + size))
+        res = ProbabilityResidual(residual, tgt[sl])
+        if method == "lm":
+            parts.append(lm_solve(fn, xf[sl], res, opts, draw, jacobian, chunk_size))
+        else:
+            parts.append(_scipy_solve(fn, xf[sl], res, opts, jacobian, chunk_size))
+    seconds = time.perf_counter() - t0
+    info = _merge(parts, n, max_iter)
+    x = info.pop("x") if n else xf
+    info.pop("z", None)
+    inputs = x.reshape(n, *input_shape).to(m_dtype)
+    probs, converged = verify(model, inputs, tgt, atol)
+    info.update(method=method, residual=residual, max_iter=max_iter, atol=atol, tol=tol,
+                tau=tau, max_step=max_step, bounds=opts.bounds, restarts_allowed=restarts,
+                chord=chord, patience=patience, min_progress=min_progress, dtype=str(work),
+                device=str(device), seconds=seconds,
+                fused_attn_disabled=n_fused, input_shape=input_shape)
+    return InversionResult(inputs=inputs, probs=probs, target=tgt.to(probs),
+                           converged=converged, info=info)
+
+
+def _merge(parts: list[dict], n: int, max_iter: int) -> dict:
+    """Concatenate the per-batch solver outputs."""
+    if not parts:
+        return {"iterations": torch.zeros(0, dtype=torch.long), "reasons": []}
+    out: dict = {}
+    for key, val in parts[0].items():
+        vals = [p[key] for p in parts]
+        if torch.is_tensor(val):
+            out[key] = torch.cat(vals)
+        elif isinstance(val, list):
+            out[key] = [v for p in vals for v in p]
+        elif isinstance(val, int) and not isinstance(val, bool):
+            out[key] = sum(vals)
+        else:
+            out[key] = vals[-1]
+    return out
+
+
+_FORWARD_OPTIONS = ("atol", "residual", "method", "tol", "tau", "max_step", "bounds", "restarts",
+                    "chord", "patience", "min_progress", "generator", "init_range", "dtype",
+                    "jacobian", "chunk_size", "batch_size", "history", "progress")
+
+
+def forward_pass_inv(model: nn.Module, target: torch.Tensor | Sequence, n_samples: int = 1,
+                     max_iter: int = 30, seed: int | None = None,
+                     input_shape: tuple[int, ...] = (1, 28, 28), **options) -> InversionResult:
+    """The paper's ForwardPassInv: LM root finding from random inputs, for any model.
+
+    Starting inputs are uniform in ``[0, 1)`` (MNIST's pixel range; in
+    ``bounds`` when given, or ``init_range``), drawn on the CPU in float64 from a
+    ``torch.Generator`` seeded with ``seed``, so the same seed gives the same
+    starts (and, on the same machine and device, bit-identical results).
+
+    Args:
+        model: any differentiable module returning logits ``(n, K)``; not modified.
+        target: ``(K,)``: ``n_samples`` inputs for it; ``(B, K)``: ``n_samples``
+            inputs for each row, in row order (``B · n_samples`` in all).
+        n_samples: inputs per target row.
+        max_iter: LM steps per sample, restarts included (the paper: 30).
+        seed: seeds the starts and restarts; None draws a seed (kept in ``info``).
+        input_shape: shape of one input.
+        **options: passed to :func:`levenberg_marquardt` (``atol``, ``residual``,
+            ``method``, ``max_step``, ``bounds``, ``restarts`` (default
+            ``DEFAULT_RESTARTS = 2`` here), ``progress``, ...).
+
+    Returns:
+        :class:`~nninvert_lib.result.InversionResult`; ``info["seed"]`` and
+        ``info["x0"]`` (the starting inputs) are added.
+
+    Raises:
+        InversionError: invalid target, ``n_samples < 1``, bad ``input_shape``,
+            unknown option names, or invalid option values.
+    """
+    unknown = sorted(set(options) - set(_FORWARD_OPTIONS))
+    if unknown:
+        raise InversionError(f"unknown option(s) {unknown}; valid options: {_FORWARD_OPTIONS}")
+    if not isinstance(n_samples, int) or isinstance(n_samples, bool) or n_samples < 1:
+        raise InversionError(f"n_samples must be an int >= 1, got {n_samples!r}")
+    if not (isinstance(input_shape, Sequence) and len(input_shape) > 0
+            and all(isinstance(s, int) and s > 0 for s in input_shape)):
+        raise InversionError(f"input_shape must be a tuple of positive ints such as "
+                             f"(1, 28, 28), got {input_shape!r}")
+    tgt = check_target(target).repeat_interleave(n_samples, dim=0)
+    options.setdefault("restarts", DEFAULT_RESTARTS)
+    if seed is None:
+        seed = torch.Generator().seed()  # non-deterministic; recorded in info
+    gen = options.pop("generator", None) or torch.Generator().manual_seed(int(seed))
+    box = options.get("bounds") or options.get("init_range", (0.0, 1.0))
+    if not (isinstance(box, Sequence) and len(box) == 2 and box[0] < box[1]):
+        raise InversionError(f"bounds / init_range must be (lo, hi) with lo < hi, got {box!r}")
+    x0 = _uniform_draw(gen, tuple(input_shape), (float(box[0]), float(box[1])))(len(tgt))
+    out = levenberg_marquardt(model, x0, tgt, max_iter=max_iter, generator=gen, **options)
+    out.info.update(seed=seed, x0=x0, n_samples=n_samples)
+    return out

@@ -1,0 +1,180 @@
+"""BackPassInv: the literal pass, the default (anchored) strategy, refusals and reports.
+
+Tiny models are built (or trained for ~100 SGD steps on synthetic clusters) in
+the test; nothing depends on the model cache. The trained paper FCNNs are
+measured in the module docstring of ``nninvert_lib/backward.py``.
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from nninvert_lib.backward import back_pass_inv, plan_back_pass
+from nninvert_lib.errors import InversionError
+from nninvert_lib.models.fcnn import make_fcnn
+from nninvert_lib.result import target_distribution
+
+TEN = target_distribution(list(range(10)), 0.9)
+
+
+def _random_leaky_net(widths, slope=0.1, final=True, seed=0):
+    torch.manual_seed(seed)
+    net = make_fcnn(widths, activation="leaky_relu", final_activation=final)
+    for mod in net:
+        if isinstance(mod, nn.LeakyReLU):
+            mod.negative_slope = slope
+    return net.eval()
+
+
+@pytest.fixture(scope="module")
+def trained_selu_net():
+    """784 → 128 → 64 → 32 → 10 SELU (SELU after the last Linear too), trained on
+    ten Gaussian clusters: deep enough that the literal pass leaves SELU's range."""
+    g = torch.Generator().manual_seed(0)
+    torch.manual_seed(0)
+    centers = torch.randn(10, 784, generator=g)
+    net = make_fcnn((784, 128, 64, 32, 10))
+    opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
+    for _ in range(100):
+        y = torch.randint(0, 10, (64,), generator=g)
+        x = centers[y] + torch.randn(64, 784, generator=g)
+        loss = nn.functional.cross_entropy(net(x.reshape(-1, 1, 28, 28)), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return net.eval()
+
+
+def test_back_pass_inv_reaches_target_on_one_layer_selu_fcnn():
+    net = make_fcnn((784, 10)).eval()
+    res = back_pass_inv(net, TEN, n_samples=5, seed=0, strategy="paper")
+    assert res.inputs.shape == (50, 1, 28, 28) and res.inputs.dtype == torch.float32
+    assert res.success_rate == 1.0
+    assert res.info["reasons"] == [""] * 50
+
+
+@pytest.mark.parametrize("final", [True, False])
+@pytest.mark.parametrize("depth", [1, 2, 3, 4, 5])
+def test_random_narrowing_leaky_relu_nets_of_several_depths_invert_at_95_percent(depth, final):
+    widths = (320, 160, 80, 40, 20)[:depth] + (10,)
+    net = _random_leaky_net(widths, final=final, seed=depth)
+    res = back_pass_inv(net, TEN, n_samples=4, seed=1)
+    assert res.success_rate >= 0.95, res.info["reasons"]
+    assert res.inputs.shape == (40, 320)
+
+
+def test_literal_pass_fails_on_trained_deep_selu_net_and_says_why(trained_selu_net):
+    res = back_pass_inv(trained_selu_net, TEN, n_samples=4, seed=0, strategy="paper")
+    failed = [r for r, ok in zip(res.info["reasons"], res.converged.tolist()) if not ok]
+    assert failed, "the literal pass was expected to leave SELU's range on this net"
+    assert all("left its range" in r and "selu" in r for r in failed)
+
+
+def test_default_strategy_reaches_target_on_trained_deep_selu_net(trained_selu_net):
+    res = back_pass_inv(trained_selu_net, TEN, n_samples=8, seed=0)
+    assert res.success_rate >= 0.95
+    assert res.max_error.max() <= 1e-3 or not res.converged.all()
+    assert set(res.info["stage"]) <= {"backward", "lm", "anchored"}
+    assert "anchored" in res.info["stage"]       # most samples come from null-space sampling
+
+
+def test_samples_of_one_target_are_pairwise_distinct(trained_selu_net):
+    for strategy, net in (("paper", make_fcnn((784, 10)).eval()),
+                          ("anchored", trained_selu_net)):
+        res = back_pass_inv(net, target_distribution(3), n_samples=12, seed=0, strategy=strategy)
+        x = res.inputs.double().reshape(12, -1)
+        d = torch.cdist(x, x) + torch.eye(12, dtype=torch.float64) * 1e9
+        assert d.min() > 1e-3 * x.norm(dim=1).mean(), strategy
+
+
+def test_same_seed_gives_bit_identical_inputs_and_another_seed_does_not(trained_selu_net):
+    a = back_pass_inv(trained_selu_net, TEN[:2], n_samples=5, seed=7)
+    b = back_pass_inv(trained_selu_net, TEN[:2], n_samples=5, seed=7)
+    c = back_pass_inv(trained_selu_net, TEN[:2], n_samples=5, seed=8)
+    assert torch.equal(a.inputs, b.inputs)
+    assert not torch.equal(a.inputs, c.inputs)
+
+
+def test_expanding_network_reports_converged_false_instead_of_raising():
+    net = make_fcnn((2, 10), activation="leaky_relu").eval()    # 2 inputs, 10 logits
+    for strategy in ("paper", "anchored"):
+        res = back_pass_inv(net, target_distribution(4), n_samples=3, seed=0,
+                            strategy=strategy, lm_max_iter=5)
+        assert not res.converged.any()
+        assert all(r for r in res.info["reasons"])
+        assert res.info["layers"][0]["expanding"]
+
+
+def test_network_without_final_activation_and_nested_sequential():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Flatten(), nn.Sequential(nn.Linear(784, 64), nn.SELU()),
+                        nn.Sequential(nn.Linear(64, 10))).eval()
+    res = back_pass_inv(net, TEN, n_samples=3, seed=0)
+    assert res.success_rate == 1.0
+
+
+def test_batched_targets_give_n_samples_per_row_in_row_order():
+    net = make_fcnn((784, 32, 10)).eval()
+    res = back_pass_inv(net, target_distribution([1, 5]), n_samples=3, seed=0)
+    assert res.inputs.shape == (6, 1, 28, 28)
+    assert res.info["target_index"].tolist() == [0, 0, 0, 1, 1, 1]
+    assert res.target[3].argmax() == 5
+
+
+def test_inputs_have_the_models_dtype_and_a_custom_input_shape():
+    net = make_fcnn((784, 32, 10)).double().eval()
+    res = back_pass_inv(net, TEN[0], n_samples=2, seed=0, input_shape=(784,))
+    assert res.inputs.dtype == torch.float64 and res.inputs.shape == (2, 784)
+
+
+@pytest.mark.parametrize("layer, words", [
+    (nn.ReLU(), "forward_pass_inv"),
+    (nn.GELU(), "forward_pass_inv"),
+    (nn.Dropout(), "Dropout"),
+    (nn.Conv1d(1, 1, 1), "Conv1d"),
+])
+def test_unsupported_layers_raise_naming_them(layer, words):
+    net = nn.Sequential(nn.Flatten(), nn.Linear(784, 32), layer, nn.Linear(32, 10))
+    with pytest.raises(InversionError, match=words):
+        back_pass_inv(net, TEN[0])
+
+
+def test_model_that_is_not_sequential_is_refused():
+    class Net(nn.Module):
+        def forward(self, x):
+            return x
+
+    with pytest.raises(InversionError, match="nn.Sequential"):
+        back_pass_inv(Net(), TEN[0])
+
+
+@pytest.mark.parametrize("kwargs, words", [
+    ({"target": torch.full((5,), 0.2)}, "model outputs 10"),
+    ({"target": torch.tensor([0.5, 0.5] + [0.0] * 8)}, "<= 0"),
+    ({"target": torch.tensor([float("nan")] * 10)}, "NaN"),
+    ({"target": torch.full((10,), 0.11)}, "sum to 1"),
+    ({"n_samples": 0}, "n_samples"),
+    ({"std": -1.0}, "std"),
+    ({"strategy": "magic"}, "strategy"),
+    ({"input_shape": (1, 27, 27)}, "input_shape"),
+    ({"max_cond": 0.5}, "max_cond"),
+])
+def test_invalid_arguments_raise_naming_the_problem(kwargs, words):
+    net = make_fcnn((784, 32, 10)).eval()
+    args = {"target": TEN[0], **kwargs}
+    with pytest.raises(InversionError, match=words):
+        back_pass_inv(net, **args)
+
+
+def test_plan_is_computed_once_per_model_and_rebuilt_when_weights_change():
+    net = make_fcnn((784, 32, 10)).eval()
+    first = plan_back_pass(net)
+    assert plan_back_pass(net) is first
+    with torch.no_grad():
+        net[1].weight.mul_(2.0)
+    second = plan_back_pass(net)
+    assert second is not first
+    assert second.linear_steps[0].inverse.singular_values[0] == pytest.approx(
+        2 * float(first.linear_steps[0].inverse.singular_values[0]))
+    assert plan_back_pass(net, max_cond=10.0) is not second

@@ -1,0 +1,291 @@
+"""ForwardPassInv (Levenberg–Marquardt on the input) on tiny models built here.
+
+These tests check the claims on models that build in milliseconds; the
+measurements on the trained models quoted in ``nninvert_lib/forward.py`` are
+not repeated here.
+"""
+from __future__ import annotations
+
+import copy
+
+import pytest
+import timm
+import torch
+from torch import nn
+
+import nninvert_lib as nni
+from nninvert_lib.errors import InversionError
+from nninvert_lib.forward import forward_pass_inv, inversion_copy, levenberg_marquardt
+from nninvert_lib.result import target_distribution, verify
+
+SHAPE = (1, 8, 8)
+
+
+def _seeded(fn):
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        return fn()
+
+
+@pytest.fixture
+def selu_fcnn():
+    return _seeded(lambda: nni.make_fcnn([64, 32, 10], activation="selu"))
+
+
+@pytest.fixture
+def relu_fcnn():
+    return _seeded(lambda: nni.make_fcnn([64, 32, 10], activation="relu",
+                                         final_activation=False))
+
+
+@pytest.fixture
+def tiny_vit():
+    def build():
+        m = timm.create_model("vit_tiny_patch16_224", img_size=28, patch_size=7, in_chans=1,
+                              num_classes=10, depth=2)
+        with torch.no_grad():  # a random head is nearly uniform: make its outputs peaked
+            m.head.weight.mul_(20.0)
+        return m.eval()
+    return _seeded(build)
+
+
+def _reachable_target(model, shape, n=1, seed=1):
+    """Softmax of the model at a random input: reachable by construction."""
+    x = torch.rand((n, *shape), generator=torch.Generator().manual_seed(seed))
+    with torch.no_grad():
+        return torch.softmax(model(x).double(), dim=-1)
+
+
+def test_forward_pass_inv_reaches_target_on_selu_fcnn(selu_fcnn):
+    target = target_distribution([0, 3, 7], 0.9)
+    res = forward_pass_inv(selu_fcnn, target, n_samples=3, seed=0, input_shape=SHAPE)
+    assert res.inputs.shape == (9, *SHAPE) and res.inputs.dtype == torch.float32
+    assert res.converged.all(), res.info["reasons"]
+    assert (res.max_error <= 1e-3).all()
+    # rows in order: n_samples per target row
+    assert torch.equal(res.target, target.repeat_interleave(3, dim=0))
+    probs, ok = verify(selu_fcnn, res.inputs, res.target)
+    assert ok.all() and torch.allclose(probs, res.probs)
+    assert (res.info["iterations"] <= 30).all()
+    assert res.info["reasons"] == ["converged"] * 9
+
+
+def test_forward_pass_inv_reaches_target_on_relu_fcnn(relu_fcnn):
+    res = forward_pass_inv(relu_fcnn, target_distribution(4, 0.8), n_samples=4, seed=0,
+                           input_shape=SHAPE)
+    assert res.converged.all(), res.info["reasons"]
+
+
+def test_forward_pass_inv_reaches_target_on_tiny_timm_vit(tiny_vit):
+    target = _reachable_target(tiny_vit, (1, 28, 28), n=2)
+    assert target.max() > 0.5  # moderately peaked
+    res = forward_pass_inv(tiny_vit, target, n_samples=1, seed=0)
+    assert res.converged.all(), res.info["reasons"]
+    assert res.info["fused_attn_disabled"] == 2
+    assert res.info["jacobian"] == "auto" and res.info["jacobian_fallback"] is None
+
+
+def test_inversion_leaves_the_model_untouched(tiny_vit):
+    tiny_vit.train()
+    before = copy.deepcopy(tiny_vit.state_dict())
+    fused = [getattr(m, "fused_attn", None) for m in tiny_vit.modules()]
+    grads = [p.requires_grad for p in tiny_vit.parameters()]
+    forward_pass_inv(tiny_vit, _reachable_target(tiny_vit.eval(), (1, 28, 28)), seed=0,
+                     max_iter=2)
+    tiny_vit.train()
+    forward_pass_inv(tiny_vit, _reachable_target(copy.deepcopy(tiny_vit).eval(), (1, 28, 28)),
+                     seed=0, max_iter=2)
+    after = tiny_vit.state_dict()
+    assert before.keys() == after.keys()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert [getattr(m, "fused_attn", None) for m in tiny_vit.modules()] == fused
+    assert any(f is True for f in fused)
+    assert [p.requires_grad for p in tiny_vit.parameters()] == grads
+    assert tiny_vit.training and all(p.grad is None for p in tiny_vit.parameters())
+    assert next(tiny_vit.parameters()).dtype == torch.float32
+
+
+def test_inversion_copy_switches_fused_attention_off_on_the_copy_only(tiny_vit):
+    net, n = inversion_copy(tiny_vit, torch.float64)
+    assert n == 2 and not any(getattr(m, "fused_attn", False) for m in net.modules())
+    assert all(m.fused_attn for m in tiny_vit.modules() if hasattr(m, "fused_attn"))
+    assert next(net.parameters()).dtype == torch.float64 and not net.training
+
+
+def test_unreachable_target_comes_back_not_converged():
+    # tanh logits lie in (-1, 1): no class can exceed e²/(e² + 9) ≈ 0.45
+    model = _seeded(lambda: nn.Sequential(nn.Flatten(), nn.Linear(64, 10), nn.Tanh()))
+    res = forward_pass_inv(model, target_distribution(2, 0.9), n_samples=2, seed=0,
+                           input_shape=SHAPE, max_iter=10)
+    assert not res.converged.any()
+    assert all(r != "converged" for r in res.info["reasons"])
+    assert (res.info["iterations"] <= 10).all()
+    assert torch.isfinite(res.inputs).all()
+
+
+def test_same_seed_gives_bit_identical_inputs(selu_fcnn):
+    target = target_distribution(1, 0.9)
+    a = forward_pass_inv(selu_fcnn, target, n_samples=3, seed=7, input_shape=SHAPE)
+    b = forward_pass_inv(selu_fcnn, target, n_samples=3, seed=7, input_shape=SHAPE)
+    c = forward_pass_inv(selu_fcnn, target, n_samples=3, seed=8, input_shape=SHAPE)
+    assert torch.equal(a.inputs, b.inputs) and torch.equal(a.info["x0"], b.info["x0"])
+    assert not torch.equal(a.info["x0"], c.info["x0"])
+    assert a.info["seed"] == 7
+    assert not torch.equal(a.inputs[0], a.inputs[1])  # different starts, different images
+
+
+def test_seed_none_is_recorded_and_leaves_global_rng_alone(selu_fcnn):
+    state = torch.random.get_rng_state()
+    res = forward_pass_inv(selu_fcnn, target_distribution(1, 0.9), seed=None, input_shape=SHAPE)
+    assert torch.equal(state, torch.random.get_rng_state())
+    again = forward_pass_inv(selu_fcnn, target_distribution(1, 0.9), seed=res.info["seed"],
+                             input_shape=SHAPE)
+    assert torch.equal(res.inputs, again.inputs)
+
+
+@pytest.mark.parametrize("bad,match", [
+    ([0.5, 0.5, 0.0, 0, 0, 0, 0, 0, 0, 0], "<= 0"),
+    ([0.2] * 10, "sum to 1"),
+    ([float("nan")] + [0.1] * 9, "NaN"),
+    ([0.5, 0.5], "10"),
+])
+def test_invalid_targets_raise(selu_fcnn, bad, match):
+    with pytest.raises(InversionError, match=match):
+        forward_pass_inv(selu_fcnn, torch.tensor(bad), input_shape=SHAPE)
+
+
+@pytest.mark.parametrize("options,match", [
+    ({"n_samples": 0}, "n_samples"),
+    ({"bounds": (1.0, 0.0)}, "lo < hi"),
+    ({"max_iter": -1}, "max_iter"),
+    ({"residual": "mse"}, "residual must be one of"),
+    ({"method": "newton"}, "method must be one of"),
+    ({"max_step": 0.0}, "max_step"),
+    ({"step_bound": 1.0}, "unknown option"),
+    ({"input_shape": (0, 8)}, "input_shape"),
+])
+def test_invalid_options_raise(selu_fcnn, options, match):
+    options.setdefault("input_shape", SHAPE)
+    with pytest.raises(InversionError, match=match):
+        forward_pass_inv(selu_fcnn, target_distribution(0, 0.9), **options)
+
+
+def test_torch_and_scipy_paths_agree(selu_fcnn):
+    target = target_distribution([2, 5], 0.9)
+    lm = forward_pass_inv(selu_fcnn, target, n_samples=2, seed=3, input_shape=SHAPE)
+    sp = forward_pass_inv(selu_fcnn, target, n_samples=2, seed=3, input_shape=SHAPE,
+                          method="scipy")
+    assert lm.converged.all() and sp.converged.all(), sp.info["reasons"]
+    assert torch.equal(lm.info["x0"], sp.info["x0"])
+    assert (lm.probs - sp.probs).abs().max() <= 2e-3
+    assert sp.info["method"] == "scipy" and len(sp.info["scipy_status"]) == 4
+
+
+def test_bounds_keep_inputs_in_the_box(selu_fcnn):
+    # a random 64-pixel net cannot reach 0.9 inside the box; a target it produces there it can
+    target = _reachable_target(selu_fcnn, SHAPE)
+    res = forward_pass_inv(selu_fcnn, target, n_samples=3, seed=0,
+                           input_shape=SHAPE, bounds=(0.0, 1.0))
+    assert res.inputs.min() >= 0 and res.inputs.max() <= 1
+    assert res.info["bounds"] == (0.0, 1.0)
+    assert res.converged.all(), res.info["reasons"]
+
+
+def test_max_step_bounds_every_step(selu_fcnn):
+    start = torch.rand(2, *SHAPE, generator=torch.Generator().manual_seed(0))
+    res = levenberg_marquardt(selu_fcnn, start, target_distribution(0, 0.9), max_iter=1,
+                              max_step=0.01)
+    assert (res.inputs - start).abs().max() <= 0.01 + 1e-6
+    assert res.info["max_step"] == 0.01
+
+
+def test_history_is_recorded_and_never_increases(selu_fcnn):
+    res = forward_pass_inv(selu_fcnn, target_distribution([1, 8], 0.9), n_samples=2, seed=0,
+                           input_shape=SHAPE)
+    hist = res.info["residual_history"]
+    assert hist.shape == (4, 31) and torch.isfinite(hist[:, 0]).all()
+    for row, it in zip(hist, res.info["iterations"]):
+        seen = row[: int(it) + 1]
+        assert torch.isfinite(seen).all() and torch.isnan(row[int(it) + 1:]).all()
+        assert (seen[1:] <= seen[:-1] + 1e-12).all()  # only accepted steps change x
+    assert res.info["error_history"].shape == (4, 31)
+
+
+def test_stalled_samples_restart_from_new_random_inputs():
+    # ReLU before the first layer: a negative start has a zero Jacobian and cannot move
+    model = _seeded(lambda: nn.Sequential(nn.Flatten(), nn.ReLU(), nn.Linear(64, 10)))
+    start = -torch.ones(2, *SHAPE)
+    target = target_distribution(3, 0.6)
+    stuck = levenberg_marquardt(model, start, target, patience=2)
+    assert not stuck.converged.any() and "stalled" in stuck.info["reasons"][0]
+    res = levenberg_marquardt(model, start, target, patience=2, restarts=1, seed=0)
+    assert res.converged.all(), res.info["reasons"]
+    assert res.info["restarts"].tolist() == [1, 1]
+
+
+def test_start_at_a_solution_takes_no_iterations(selu_fcnn):
+    x = torch.rand(2, *SHAPE)
+    with torch.no_grad():
+        target = torch.softmax(selu_fcnn(x).double(), dim=-1)
+    res = levenberg_marquardt(selu_fcnn, x, target)
+    assert res.converged.all() and res.info["iterations"].tolist() == [0, 0]
+    assert torch.equal(res.inputs, x)
+
+
+@pytest.mark.parametrize("residual", ["prob", "logprob", "wlogit"])
+def test_other_residuals_are_available(selu_fcnn, residual):
+    res = forward_pass_inv(selu_fcnn, target_distribution(5, 0.5), n_samples=2, seed=0,
+                           input_shape=SHAPE, residual=residual, max_iter=60)
+    assert res.info["residual"] == residual
+    assert res.converged.all(), res.info["reasons"]
+
+
+def test_loop_jacobian_matches_vmap(tiny_vit):
+    target = _reachable_target(tiny_vit, (1, 28, 28))
+    a = forward_pass_inv(tiny_vit, target, seed=0, max_iter=3, jacobian="vmap")
+    b = forward_pass_inv(tiny_vit, target, seed=0, max_iter=3, jacobian="loop")
+    assert torch.allclose(a.inputs, b.inputs, atol=1e-5)
+
+
+def test_float64_model_gives_float64_inputs_and_float32_working_dtype_works(selu_fcnn):
+    res = forward_pass_inv(copy.deepcopy(selu_fcnn).double(), target_distribution(0, 0.9),
+                           seed=0, input_shape=SHAPE)
+    assert res.inputs.dtype == torch.float64 and res.converged.all()
+    res32 = forward_pass_inv(selu_fcnn, target_distribution(0, 0.9), seed=0,
+                             input_shape=SHAPE, dtype=None)
+    assert res32.info["dtype"] == "torch.float32"
+    assert res32.converged.all(), res32.info["reasons"]
+
+
+def test_batch_size_and_progress_options(selu_fcnn):
+    target = target_distribution([0, 1], 0.9)
+    a = forward_pass_inv(selu_fcnn, target, n_samples=2, seed=0, input_shape=SHAPE)
+    b = forward_pass_inv(selu_fcnn, target, n_samples=2, seed=0, input_shape=SHAPE,
+                         batch_size=3, progress=True)
+    assert torch.allclose(a.inputs, b.inputs, atol=1e-6) and b.converged.all()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_runs_on_cuda(selu_fcnn):
+    res = forward_pass_inv(selu_fcnn.cuda(), target_distribution(0, 0.9), n_samples=2,
+                           seed=0, input_shape=SHAPE)
+    assert res.inputs.is_cuda and res.converged.all()
+
+
+def test_chord_steps_reuse_the_jacobian(selu_fcnn):
+    target = target_distribution([0, 9], 0.9)
+    plain = forward_pass_inv(selu_fcnn, target, n_samples=2, seed=0, input_shape=SHAPE)
+    chord = forward_pass_inv(selu_fcnn, target, n_samples=2, seed=0, input_shape=SHAPE, chord=2)
+    assert chord.converged.all() and chord.info["chord"] == 2
+    assert chord.info["n_vjp"] <= plain.info["n_vjp"]
+    assert chord.info["n_forward"] > chord.info["n_vjp"]
+    with pytest.raises(InversionError, match="chord"):
+        forward_pass_inv(selu_fcnn, target, input_shape=SHAPE, chord=-1)
+
+
+def test_mu_and_gain_ratio_histories_are_recorded(selu_fcnn):
+    res = forward_pass_inv(selu_fcnn, target_distribution(3, 0.9), seed=0, input_shape=SHAPE)
+    it = int(res.info["iterations"][0])
+    mu = res.info["mu_history"][0, : it + 1]
+    assert torch.isfinite(mu).all() and (mu > 0).all()
+    assert torch.isfinite(res.info["gain_ratio_history"][0, 1: it + 1]).any()
