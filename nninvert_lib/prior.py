@@ -26,13 +26,13 @@ or any subset of it).
 """
 from __future__ import annotations
 
-import copy
 from collections.abc import Sequence
 
 import torch
 from torch import nn
 
 from .errors import InversionError
+from .forward import inversion_copy, model_dtype_device
 from .result import DEFAULT_ATOL, InversionResult, check_target, target_distribution, verify
 
 DEFAULT_BATCH = 2048
@@ -41,21 +41,8 @@ OPTIMIZERS = ("adam", "sgd")
 
 
 # ----------------------------------------------------------------------------- helpers
-def _model_dtype(model: nn.Module) -> torch.dtype:
-    p = next(iter(model.parameters()), None)
-    return p.dtype if p is not None else torch.get_default_dtype()
-
-
-def _model_device(model: nn.Module) -> torch.device:
-    p = next(iter(model.parameters()), None)
-    return p.device if p is not None else torch.device("cpu")
-
-
 def _float64_copy(model: nn.Module) -> nn.Module:
-    m = copy.deepcopy(model).double().eval()
-    for p in m.parameters():
-        p.requires_grad_(False)
-    return m
+    return inversion_copy(model, dtype=torch.float64)[0]
 
 
 def _check_images(images: torch.Tensor, name: str = "train_images") -> torch.Tensor:
@@ -98,7 +85,7 @@ def training_set_probs(model: nn.Module, train_images: torch.Tensor,
     """
     train_images = _check_images(train_images)
     batch_size = _check_batch_size(batch_size)
-    device = _model_device(model)
+    device = model_dtype_device(model)[1]
     m64 = _float64_copy(model)
     out = [torch.softmax(m64(train_images[s:s + batch_size].to(device, torch.float64)), dim=-1)
            for s in range(0, len(train_images), batch_size)]
@@ -117,7 +104,7 @@ def _as_classes(classes: int | Sequence[int] | torch.Tensor) -> tuple[torch.Tens
 def _finish(model: nn.Module, x64: torch.Tensor, target: torch.Tensor, atol: float,
             info: dict) -> InversionResult:
     """Cast to the model's dtype, verify, and record the achieved error."""
-    inputs = x64.detach().to(_model_dtype(model))
+    inputs = x64.detach().to(model_dtype_device(model)[0])
     target = target.to(torch.float64)
     probs, ok = verify(model, inputs, target.to(inputs.device), atol=atol)
     err = (probs - target.to(probs)).abs().amax(dim=1)
@@ -170,7 +157,7 @@ def max_class_image(model: nn.Module, train_images: torch.Tensor,
     col = probs[:, cls.to(probs.device)]                     # (N, n)
     best, index = col.max(dim=0)                             # first maximum on ties
     index = index.cpu()
-    x = train_images[index].to(_model_device(model), torch.float64)
+    x = train_images[index].to(model_dtype_device(model)[1], torch.float64)
     info = {"method": "max_class_image", "index": index, "class_prob": best.cpu(),
             "classes": cls, "n_searched": len(train_images)}
     return _finish(model, x, target, atol, info)
@@ -243,7 +230,7 @@ def percentile_average_image(model: nn.Module, train_images: torch.Tensor,
         n_avg.append(len(keep))
         thr.append(float(q))
         mean_d.append(float(d[d <= q].mean()))
-    x = torch.stack(xs).to(_model_device(model))
+    x = torch.stack(xs).to(model_dtype_device(model)[1])
     info = {"method": "percentile_average_image", "percentile": float(percentile),
             "per_class": labels is not None, "n_averaged": torch.tensor(n_avg),
             "threshold": torch.tensor(thr, dtype=torch.float64),
@@ -306,7 +293,7 @@ def gradient_image(model: nn.Module, target: torch.Tensor | Sequence,
         raise InversionError(f"lr must be positive, got {lr}")
     if optimizer not in OPTIMIZERS:
         raise InversionError(f"optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
-    device = _model_device(model)
+    device = model_dtype_device(model)[1]
     m64 = _float64_copy(model)
 
     init_name = init if isinstance(init, str) else "tensor"
