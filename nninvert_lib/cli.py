@@ -6,6 +6,7 @@ Examples::
     nninvert train all --profile quick         # train (or load) the five models
     nninvert train fcnn6 --profile paper --device cuda --force
     nninvert models --profile quick            # cached models and their accuracy
+    nninvert invert fcnn6 --method back --classes 0 3 --n 20 --out inv.pt --png inv.png
 """
 from __future__ import annotations
 
@@ -76,6 +77,52 @@ def _cmd_data(args: argparse.Namespace) -> int:
     return 0
 
 
+METHODS = ("back", "back-paper", "forward")
+
+
+def _cmd_invert(args: argparse.Namespace) -> int:
+    import torch
+
+    from .backward import back_pass_inv
+    from .forward import forward_pass_inv
+    from .result import target_distribution
+    from .zoo import load_model
+
+    if args.name not in MODEL_NAMES:
+        print(f"unknown model {args.name!r}; choose from {list(MODEL_NAMES)}", file=sys.stderr)
+        return 2
+    model, card = load_model(args.name, profile=args.profile, progress=not args.no_progress,
+                             data_root=args.data_root)
+    target = target_distribution(args.classes, p=args.p)
+    if args.method == "forward":
+        result = forward_pass_inv(model, target, n_samples=args.n, seed=args.seed,
+                                  progress=not args.no_progress)
+    else:
+        result = back_pass_inv(model, target, n_samples=args.n, std=args.std,
+                               max_cond=args.max_cond, seed=args.seed,
+                               strategy="paper" if args.method == "back-paper" else "anchored")
+    classes = target.argmax(dim=1).repeat_interleave(args.n)
+    for c in args.classes:
+        ok = result.converged[classes == c]
+        print(f"class {c}: {int(ok.sum())}/{len(ok)} verified (atol {result.info.get('atol', 1e-3)})")
+    print(f"{DISPLAY_NAMES[args.name]} ({args.profile}), {args.method}: "
+          f"{100 * result.success_rate:.1f}% verified")
+    if args.out:
+        torch.save({"inputs": result.inputs, "probs": result.probs, "target": result.target,
+                    "converged": result.converged, "classes": classes, "model": args.name,
+                    "profile": args.profile, "method": args.method}, args.out)
+        print(f"saved {len(result.inputs)} inputs to {args.out}")
+    if args.png:
+        from .plotting import image_grid
+
+        fig = image_grid(result.inputs[:100], vmin=None, vmax=None,
+                         titles=[f"{int(c)}{'' if ok else ' ✗'}" for c, ok in
+                                 zip(classes[:100], result.converged[:100])])
+        fig.savefig(args.png, dpi=100)
+        print(f"saved a grid of {min(100, len(result.inputs))} images to {args.png}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="nninvert", description="Train and inspect the models of 'Inverting Neural "
@@ -100,6 +147,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--profile", choices=PROFILES, default=None, help="only this profile")
     p.add_argument("--json", action="store_true", help="print the full model cards as JSON")
     p.set_defaults(func=_cmd_models)
+
+    p = sub.add_parser("invert", help="generate inputs that give a prescribed output",
+                       description="Invert a trained model: images whose softmax puts probability "
+                       "P on each requested class and (1-P)/9 on the others.")
+    p.add_argument("name", metavar="NAME", help=f"model name ({', '.join(MODEL_NAMES)})")
+    p.add_argument("--method", choices=METHODS, default="back",
+                   help="back: BackPassInv (FCNNs; default), back-paper: the paper's literal "
+                   "BackPassInv, forward: ForwardPassInv (any model)")
+    p.add_argument("--classes", type=int, nargs="+", default=list(range(10)),
+                   help="target classes (default 0..9)")
+    p.add_argument("--n", type=int, default=10, help="samples per class (default 10)")
+    p.add_argument("--p", type=float, default=0.9, help="target probability (default 0.9)")
+    p.add_argument("--std", type=float, default=0.1, help="null-space noise Std (default 0.1)")
+    p.add_argument("--max-cond", type=float, default=100.0, help="SVD threshold (default 100)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--profile", choices=PROFILES, default="quick", help="which trained model")
+    p.add_argument("--out", default=None, help="save inputs, probabilities and flags (.pt)")
+    p.add_argument("--png", default=None, help="save a grid of the first 100 images (.png)")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    p.add_argument("--data-root", default=None, help="folder holding MNIST/raw/")
+    p.set_defaults(func=_cmd_invert)
 
     p = sub.add_parser("data", help="show which MNIST source is used",
                        description="Load MNIST through the fallback chain and say where it came from.")
