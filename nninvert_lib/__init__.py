@@ -13,6 +13,7 @@ from . import measures, prior
 from .activations import SELU_ALPHA, SELU_LAMBDA, activation_condition, invert_activation
 from .backward import back_pass_inv, plan_back_pass
 from .forward import forward_pass_inv, levenberg_marquardt
+from .generalized import generalized_inv, head_reachability, invert_head
 from .linear import PseudoInverse, sample_null_space, thresholded_pinv
 from .softmax import invert_softmax
 from .prior import gradient_image, max_class_image, percentile_average_image
@@ -37,4 +38,5 @@ __all__ = [
     "invert_softmax", "invert_activation", "activation_condition", "SELU_LAMBDA", "SELU_ALPHA",
     "thresholded_pinv", "sample_null_space", "PseudoInverse",
     "back_pass_inv", "plan_back_pass", "forward_pass_inv", "levenberg_marquardt",
+    "generalized_inv", "invert_head", "head_reachability",
 ]
