@@ -1,6 +1,7 @@
 """Every notebook runs headless under papermill with profile="smoke" and records its results."""
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
@@ -45,6 +46,109 @@ def _percent(values: dict, name: str) -> float:
     return float(text[:-1])
 
 
+def _text(values: dict, name: str) -> str:
+    return values[name]["text/plain"].strip("'\"")
+
+
+def _float(values: dict, name: str) -> float:
+    return float(values[name]["text/plain"])
+
+
+def check_02_softmax_inversion(values: dict) -> None:
+    # softmax(invert_softmax(p)) == p to rounding error; original logits back up to a constant
+    assert _float(values, "roundtrip_max_error") < 1e-12
+    assert _float(values, "logit_recovery_error") < 1e-10
+    # the paper's 0.9 / 0.0111 target: centred c = -mean log p; the smallest admissible c with
+    # margin 0.5 above SELU's bound is -λα + 0.5 - log(0.1/9), below the centred one
+    c_centred, c_smallest = _float(values, "c_centred"), _float(values, "c_smallest")
+    assert c_centred == pytest.approx(-(math.log(0.9) + 9 * math.log(0.1 / 9)) / 10, abs=1e-4)
+    assert c_smallest == pytest.approx(-1.0507009873554805 * 1.6732632423543772 + 0.5
+                                       - math.log(0.1 / 9), abs=1e-4)
+    assert c_smallest < c_centred
+    message = _text(values, "selu_refusal_message")          # c = 0: nine logits below -λα
+    assert "9 value(s)" in message and "outside the range of selu" in message
+    # the next layer: a large constant pushes more of FCNN-6's minimum-norm h_p out of range
+    below = {k: int(values[f"below_{k}_fcnn6"]["text/plain"])
+             for k in ("centred", "high_c", "smallest")}
+    assert all(v >= 0 for v in below.values())
+    assert below["high_c"] > below["centred"]
+    # the constant folded into the least-squares solve reaches the target exactly
+    assert _float(values, "fold_error") < 1e-12 and math.isfinite(_float(values, "fold_c"))
+    html = values["invalid_targets"]["text/html"]
+    assert "(accepted)" not in html
+    for words in ("&lt;= 0", "NaN or inf", "sum to 1", "the model outputs 10"):
+        assert words in html, words
+
+
+def check_03_activation_inversion(values: dict) -> None:
+    # κ of SELU⁻¹ one entry 1e-6 above -λα: (λα - d) / (d |log(d/λα)|) ≈ 1.25e5
+    assert 1.2e5 < _float(values, "selu_cond_near_bound") < 1.3e5
+    # float32's smallest SELU output is the float nearest -λα, just inside the range
+    assert _float(values, "float32_floor_u") == pytest.approx(-18.14, abs=0.01)
+    assert 99.0 < _float(values, "leaky_cond_mixed") <= 100.0   # → 1/a for slope 0.01
+    relu = _text(values, "relu_message")
+    assert "not invertible" in relu and "forward_pass_inv" in relu
+    html = values["refusals"]["text/html"]
+    assert "(accepted)" not in html
+    for words in ("outside the range", "ill-conditioned", "NaN or inf", "slope must be &gt; 0",
+                  "nn.ReLU is not invertible", "nn.GELU is not invertible"):
+        assert words in html, words
+    n_values = int(values["n_hidden_values"]["text/plain"])
+    assert n_values > 0 and n_values % (512 + 256 + 128 + 64 + 32 + 10) == 0
+    assert 0 <= int(values["n_near_bound"]["text/plain"]) <= n_values
+    assert _float(values, "max_hidden_cond") >= _float(values, "median_logit_cond") >= 1.0
+    # the condition number bounds the error of inverting float32 hidden values (first order)
+    assert 0.0 < _float(values, "max_error_over_bound") < 2.0
+    assert values["hidden_table"]["text/html"].count("</tr>") == 8   # 2 header rows + 6 SELUs
+
+
+def check_04_svd_thresholding(values: dict) -> None:
+    kappa = float(values["kappa_before_max"]["text/plain"])
+    dropped = int(values["dropped_at_default"]["text/plain"])
+    assert kappa >= 1.0
+    assert (dropped == 0) == (kappa <= 100.0)  # the default threshold only bites above κ = 100
+    html = values["kappa_table"]["text/html"]
+    assert html.count("</tr>") == 10  # header + 9 linear layers (1 + 2 + 6)
+    for model in ("FCNN-1", "FCNN-2", "FCNN-6"):
+        assert f"<td>{model}</td>" in html
+    # keeping every singular value solves a narrowing layer exactly; dropping some does not
+    if dropped == 0:
+        assert float(values["residual_at_default"]["text/plain"]) < 1e-10
+    assert 1e-3 < float(values["residual_at_smallest"]["text/plain"]) <= 1.0
+    assert "<th>" in values["residual_table"]["text/html"]
+    for strategy in ("paper", "anchored"):
+        for label in ("default", "smallest"):
+            assert 0.0 <= _percent(values, f"success_{strategy}_{label}") <= 100.0
+    if dropped == 0:
+        assert _percent(values, "success_paper_default") == 100.0
+    assert _percent(values, "success_paper_smallest") < 100.0  # thresholded samples miss the target
+    assert values["maxcond_success_table"]["text/html"].count("</tr>") == 7  # header + 6 thresholds
+
+
+def check_05_null_space_sampling(values: dict) -> None:
+    # rank-nullity for full-row-rank narrowing layers: 784 - 10, 784 - 128, 784 - 512
+    assert int(values["null_dim_input_fcnn1"]["text/plain"]) == 774
+    assert int(values["null_dim_input_fcnn2"]["text/plain"]) == 656
+    assert int(values["null_dim_input_fcnn6"]["text/plain"]) == 272
+    assert values["null_dim_table"]["text/html"].count("</tr>") == 10  # header + 9 layers
+    # the null-space step is invisible to the layer and has exactly the prescribed size
+    for key in ("wn_max", "wx_max", "step_error_max", "cos_max"):
+        assert float(values[key]["text/plain"]) < 1e-12, key
+    # FCNN-1: mean pairwise distance = sqrt(2)·Std·‖x_p‖ (near-orthogonal null-space directions)
+    assert abs(float(values["distance_ratio_fcnn1"]["text/plain"]) - 1.0) < 0.05
+    assert float(values["mpd_std0"]["text/plain"]) == 0.0
+    assert float(values["erank_fraction_min"]["text/plain"]) > 0.8
+    for name in ("fcnn1", "fcnn2"):
+        mpd = [float(values[f"mpd_{name}_std{tag}"]["text/plain"]) for tag in ("0p01", "0p1", "1")]
+        assert 0.0 < mpd[0] < mpd[1] < mpd[2]  # a larger Std spreads the samples further
+        for tag in ("0p01", "0p1", "1"):
+            assert 0.0 <= _percent(values, f"success_{name}_std{tag}") <= 100.0
+    for tag in ("0p01", "0p1", "1"):  # FCNN-1 has no hidden layer: nothing can leave a range
+        assert _percent(values, f"success_fcnn1_std{tag}") == 100.0
+    assert _percent(values, "success_fcnn2_std0p1") == 100.0  # the paper's Std
+    assert values["std_table"]["text/html"].count("</tr>") == 7  # header + 2 models × 3 Std
+
+
 def check_06_back_pass_inv(values: dict) -> None:
     for strategy in ("paper", "anchored"):
         for name in ("fcnn1", "fcnn2", "fcnn6"):
@@ -56,8 +160,43 @@ def check_06_back_pass_inv(values: dict) -> None:
     assert values["success_table"]["text/html"].count("</tr>") == 7  # header + 3 models × 2
 
 
+def check_07_forward_pass_inv(values: dict) -> None:
+    for name in ("fcnn1", "fcnn2", "fcnn6"):
+        assert 0.0 <= _percent(values, f"success_{name}") <= 100.0
+        assert 0.0 < float(values[f"median_iterations_{name}"]["text/plain"]) <= 30.0
+    # shallow nets are nearly linear in the input: LM verifies every image within 30 steps
+    assert _percent(values, "success_fcnn1") == 100.0
+    assert _percent(values, "success_fcnn2") == 100.0
+    # FCNN-1's steps stay in the row space of W (up to float32 storage)
+    assert float(values["fcnn1_outside_rowspace"]["text/plain"]) < 1e-4
+    for residual in ("logit", "prob", "logprob", "wlogit"):
+        assert 0.0 <= _percent(values, f"residual_success_{residual}") <= 100.0
+    assert values["residual_table"]["text/html"].count("</tr>") == 5  # header + 4 residuals
+    assert values["success_table"]["text/html"].count("</tr>") == 4  # header + 3 models
+    # LM and SciPy reach the same output where both verify (within 2 * atol)
+    assert int(values["scipy_both_verified"]["text/plain"]) >= 1
+    assert float(values["scipy_max_prob_diff"]["text/plain"]) <= 2e-3
+    assert values["scipy_table"]["text/html"].count("</tr>") == 4  # header + 3 solvers
+    for key in ("ms_per_image_lm", "ms_per_image_lm_single", "ms_per_image_scipy"):
+        assert float(values[key]["text/plain"]) > 0.0
+    # a target that head_reachability proves unreachable is never verified
+    assert int(values["vit_proven_but_verified"]["text/plain"]) == 0
+    assert 0.0 <= _percent(values, "vit_success_09") <= 100.0
+    # the model's own outputs on real digits are reachable by construction
+    assert _percent(values, "vit_success_own") >= 50.0
+    unreachable = values["vit_unreachable_09"]["text/plain"].strip("'\"")
+    assert unreachable == "none" or all(c.strip().isdigit() for c in unreachable.split(","))
+    n_dino, of = values["dino_unreachable_09"]["text/plain"].strip("'\"").split(" of ")
+    assert of == "10" and 0 <= int(n_dino) <= 10
+
+
 CHECKS = {"01_data_and_models.ipynb": check_01_data_and_models,
-          "06_back_pass_inv.ipynb": check_06_back_pass_inv}
+          "02_softmax_inversion.ipynb": check_02_softmax_inversion,
+          "03_activation_inversion.ipynb": check_03_activation_inversion,
+          "04_svd_thresholding.ipynb": check_04_svd_thresholding,
+          "05_null_space_sampling.ipynb": check_05_null_space_sampling,
+          "06_back_pass_inv.ipynb": check_06_back_pass_inv,
+          "07_forward_pass_inv.ipynb": check_07_forward_pass_inv}
 
 
 def test_there_are_notebooks():
