@@ -17,12 +17,13 @@ endif
 export HF_HUB_OFFLINE ?= 1
 export PYTHONUNBUFFERED := 1
 
-.PHONY: help venv test book train clean
+.PHONY: help venv test book train bench clean
 
 help:
 	@echo "make book    build the book (PROFILE=$(PROFILE); models are trained or loaded first)"
 	@echo "make test    run every test"
 	@echo "make train   train or load the five models (PROFILE=$(PROFILE))"
+	@echo "make bench   run the benchmarks (about 8 min on 2 cores); results in benchmarks/results/"
 	@echo "make clean   remove the built book and test outputs (keeps .venv and model cache)"
 
 venv: $(STAMP)
@@ -39,6 +40,10 @@ test: venv
 
 train: venv
 	$(VENV)/bin/nninvert train all --profile $(PROFILE)
+
+# Speed and memory against baselines; needs the trained models (make train).
+bench: venv train
+	$(PY) benchmarks/run.py
 
 # Executed notebooks are cached by content, so each profile builds in its own folder.
 BOOK_OUT := $(if $(filter quick,$(PROFILE)),.,_build/profile-$(PROFILE))
