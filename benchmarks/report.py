@@ -149,11 +149,12 @@ def forward_lines(secs: dict, keys: tuple[str, ...]) -> list[str]:
                     "LM ÷ its model work", "SciPy, per iteration"], it_rows)
     lines += ["One LM iteration is `(T(N) − T(0)) / N` of runs of the library's LM engine "
               "(`nninvert_lib.forward.lm_solve`, what `levenberg_marquardt` runs once it has "
-              "copied the model) with N and 0 iterations on the whole batch, tolerance unreachable and stall "
-              "tests off, so no sample stops early; it is set against one forward pass plus "
+              "copied the model) with N and 0 iterations on the whole batch, tolerance "
+              "unreachable and stall tests off, so no sample stops early; it is set against "
+              "one forward pass plus "
               "one batched VJP of K−1 = 9 rows (the rows the `logit` residual needs) on the "
-              "same batch and dtype (`torch.func.vjp` + `vmap`). A rejected step costs LM a forward "
-              "pass only (no new Jacobian), so the ratio per iteration can fall below 1. "
+              "same batch and dtype (`torch.func.vjp` + `vmap`). A rejected step costs LM a "
+              "forward pass only (no new Jacobian), so the ratio per iteration can fall below 1. "
               "*LM ÷ its model work* sets LM's time for those N iterations against the model "
               "evaluations they made, timed alone: N forward passes plus one VJP per new "
               "Jacobian; what exceeds 1 is LM's own overhead (the K−1 × K−1 solves, "
@@ -256,7 +257,8 @@ def target_lines(results: dict) -> list[str]:
                        else "missed")
             rows.append([f"LM iteration ≤ 1.5× forward + VJP, {DISPLAY[sec['model']]} "
                          f"(batch {it['batch']})",
-                         f"{rng(r, unit='×')}; LM ÷ its model work {rng(rj, unit='×')}", verdict])
+                         f"{rng(r, unit='×')}; LM ÷ its model work {rng(rj, unit='×')}",
+                         verdict])
     peaks = {n: s["peak_rss_mb"] for n, s in secs.items() if "peak_rss_mb" in s}
     if peaks:
         worst = max(peaks, key=peaks.get)
