@@ -89,7 +89,6 @@ could be used by padding the residual with ``d - m`` zeros, at the price of a
 """
 from __future__ import annotations
 
-import copy
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -99,6 +98,7 @@ import torch
 from torch import nn
 
 from .errors import InversionError
+from .modelcopy import inversion_copy, model_dtype_device
 from .result import DEFAULT_ATOL, InversionResult, check_target, verify
 
 RESIDUALS: tuple[str, ...] = ("logit", "prob", "logprob", "wlogit")
@@ -112,41 +112,6 @@ __all__ = ["RESIDUALS", "forward_pass_inv", "levenberg_marquardt", "inversion_co
 
 
 # --------------------------------------------------------------------------- model
-
-
-def model_dtype_device(model: nn.Module) -> tuple[torch.dtype, torch.device]:
-    """dtype and device of the model's first floating parameter (or buffer)."""
-    for t in list(model.parameters()) + list(model.buffers()):
-        if t.is_floating_point():
-            return t.dtype, t.device
-    return torch.get_default_dtype(), torch.device("cpu")
-
-
-def inversion_copy(model: nn.Module, dtype: torch.dtype | None = None,
-                   device: torch.device | str | None = None) -> tuple[nn.Module, int]:
-    """A deep copy of ``model`` ready to be differentiated with ``torch.func``.
-
-    The copy is in eval mode (no dropout, frozen normalisation statistics), its
-    parameters do not require gradients, it is cast to ``dtype`` and moved to
-    ``device`` (when given), and every module with a boolean ``fused_attn``
-    attribute (timm's attention layers) has it set to False, because fused
-    scaled-dot-product attention has no ``vmap`` batching rule and no
-    forward-mode AD. ``model`` itself is not modified.
-
-    Returns:
-        ``(copy, n)``: the copy and how many modules had fused attention switched off.
-    """
-    m = copy.deepcopy(model)
-    n_fused = 0
-    for mod in m.modules():
-        if isinstance(getattr(mod, "fused_attn", None), bool):
-            if mod.fused_attn:
-                n_fused += 1
-            mod.fused_attn = False
-    m.eval().requires_grad_(False)
-    if dtype is not None or device is not None:
-        m.to(device=device, dtype=dtype)
-    return m, n_fused
 
 
 # --------------------------------------------------------------------------- residuals

@@ -29,7 +29,6 @@ distance between an all-black and an all-white 28×28 image is 28.
 """
 from __future__ import annotations
 
-import copy
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -40,6 +39,7 @@ import torch
 from torch import nn
 
 from .errors import InversionError
+from .modelcopy import inversion_copy, model_dtype_device
 
 EULER_GAMMA = 0.5772156649015329
 #: expected spectral flatness of one white-noise image's periodogram, exp(-γ)
@@ -471,9 +471,8 @@ def cross_model_agreement(images: torch.Tensor, models: Mapping[str, nn.Module],
         raise InversionError(f"target has {len(classes)} rows but images has {len(images)}")
     frames = []
     for name, model in models.items():
-        p = next(iter(model.parameters()), None)
-        device = p.device if p is not None else torch.device("cpu")
-        m64 = copy.deepcopy(model).double().eval()
+        device = model_dtype_device(model)[1]
+        m64 = inversion_copy(model, dtype=torch.float64)[0]
         probs = torch.cat([torch.softmax(m64(images[s:s + batch_size].to(device, torch.float64)),
                                          dim=-1).cpu()
                            for s in range(0, len(images), batch_size)])

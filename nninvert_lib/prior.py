@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from .errors import InversionError
-from .forward import inversion_copy, model_dtype_device
+from .modelcopy import inversion_copy, model_dtype_device
 from .result import DEFAULT_ATOL, InversionResult, check_target, target_distribution, verify
 
 DEFAULT_BATCH = 2048

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from .errors import InversionError
+from .modelcopy import inversion_copy
 
 DEFAULT_ATOL = 1e-3
 
@@ -122,16 +123,15 @@ def verify(model: nn.Module, inputs: torch.Tensor, target: torch.Tensor,
     """Run ``model`` forward in float64 and check ``|softmax - target| <= atol``.
 
     Args:
-        model: returns logits ``(n, K)``; it is not modified (a float64 copy runs).
+        model: returns logits ``(n, K)``; it is not modified (a float64
+            :func:`~nninvert_lib.modelcopy.inversion_copy` runs).
         inputs: ``(n, *input_shape)``.
         target: ``(n, K)`` probabilities.
 
     Returns:
         ``(probs, converged)``: float64 ``(n, K)`` and bool ``(n,)``.
     """
-    import copy
-
-    m64 = copy.deepcopy(model).double().eval()
+    m64 = inversion_copy(model, dtype=torch.float64)[0]
     x = inputs.to(torch.float64)
     probs = torch.softmax(m64(x), dim=-1)
     finite = torch.isfinite(x.reshape(len(x), -1)).all(dim=1) & torch.isfinite(probs).all(dim=1)
