@@ -18,6 +18,7 @@ from .linear import PseudoInverse, sample_null_space, thresholded_pinv
 from .softmax import invert_softmax
 from .prior import gradient_image, max_class_image, percentile_average_image
 from .plotting import image_grid
+from .explorers import LMExplorer, NullSpaceExplorer, lm_explorer, null_space_explorer
 from .profiles import PROFILES, TrainConfig, train_config
 from .result import InversionResult, check_target, target_distribution, verify
 from .reporting import accuracy_table
@@ -39,4 +40,5 @@ __all__ = [
     "thresholded_pinv", "sample_null_space", "PseudoInverse",
     "back_pass_inv", "plan_back_pass", "forward_pass_inv", "levenberg_marquardt",
     "generalized_inv", "invert_head", "head_reachability",
+    "null_space_explorer", "lm_explorer", "NullSpaceExplorer", "LMExplorer",
 ]

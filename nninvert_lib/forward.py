@@ -257,6 +257,9 @@ class LMOptions:
             last ``patience`` steps.
         min_progress: see ``patience``.
         history: keep per-iteration ``‖r‖`` and error histories.
+        record_inputs: also keep the input after every step (``input_history``,
+            float64 ``(n, max_iter + 1, d)`` on the CPU: memory grows as
+            ``n · max_iter · d``), for figures that step through the iteration.
         progress: show a ``tqdm.auto`` progress bar.
     """
 
@@ -270,6 +273,7 @@ class LMOptions:
     patience: int = 8
     min_progress: float = 0.01
     history: bool = True
+    record_inputs: bool = False
     progress: bool = False
 
 
@@ -395,6 +399,10 @@ def lm_solve(fn: Callable[[torch.Tensor], torch.Tensor], x0: torch.Tensor, resid
         hist_r[:, 0] = r.norm(dim=1).double().cpu()
         hist_mu[:, 0] = mu.double().cpu()
         hist_e[:, 0] = err.double().cpu()
+    hist_x = None
+    if opts.record_inputs:
+        hist_x = torch.full((n, opts.max_iter + 1, x.shape[1]), math.nan, dtype=torch.float64)
+        hist_x[:, 0] = x.double().cpu()
 
     finite0 = torch.isfinite(cost) & torch.isfinite(jac).flatten(1).all(dim=1)
     active = ~(err <= opts.tol) & finite0
@@ -495,6 +503,8 @@ def lm_solve(fn: Callable[[torch.Tensor], torch.Tensor], x0: torch.Tensor, resid
             hist_e[cpu_idx, col] = err[idx].double().cpu()
             hist_mu[cpu_idx, col] = mu[idx].double().cpu()
             hist_rho[cpu_idx, col] = rho_seen.double().cpu()
+        if hist_x is not None:
+            hist_x[idx.cpu(), iters[idx].cpu()] = x[idx].double().cpu()
         stop = done | out_of_budget | stalled
         for j, i in enumerate(idx.tolist()):
             if bool(done[j]):
@@ -518,7 +528,8 @@ def lm_solve(fn: Callable[[torch.Tensor], torch.Tensor], x0: torch.Tensor, resid
             "reasons": reasons, "mu": mu.cpu(), "residual_history": hist_r,
             "error_history": hist_e, "mu_history": hist_mu, "gain_ratio_history": hist_rho,
             "n_forward": ev.n_forward, "n_vjp": ev.n_vjp,
-            "jacobian": ev.mode, "jacobian_fallback": ev.fallback}
+            "jacobian": ev.mode, "jacobian_fallback": ev.fallback,
+            **({} if hist_x is None else {"input_history": hist_x})}
 
 
 # --------------------------------------------------------------------------- SciPy path
@@ -663,7 +674,8 @@ def levenberg_marquardt(model: nn.Module, x0: torch.Tensor, target: torch.Tensor
                         init_range: tuple[float, float] = (0.0, 1.0),
                         dtype: torch.dtype | None = torch.float64, jacobian: str = "auto",
                         chunk_size: int | None = None, batch_size: int | None = None,
-                        history: bool = True, progress: bool = False) -> InversionResult:
+                        history: bool = True, record_inputs: bool = False,
+                        progress: bool = False) -> InversionResult:
     """Levenberg–Marquardt on the input, from given starting points, to reach ``target``.
 
     Solves ``r(x) = 0`` (see the module docstring for the residuals and the step)
@@ -700,6 +712,11 @@ def levenberg_marquardt(model: nn.Module, x0: torch.Tensor, target: torch.Tensor
         chunk_size: Jacobian rows per vmap chunk (lower memory); None: all.
         batch_size: samples solved together (memory); None: all.
         history: keep per-iteration residual and error histories in ``info``.
+        record_inputs: also keep every iterate: ``info["input_history"]``,
+            float64 ``(n, max_iter + 1, *input_shape)`` on the CPU, slice ``k``
+            the input after step ``k`` (slice 0: ``x0``; after a restart, the
+            new start), NaN after a sample stopped, so that its ``‖r‖`` is
+            ``residual_history[:, k]``. ``method="lm"`` only.
         progress: show a ``tqdm.auto`` progress bar.
 
     Returns:
@@ -721,6 +738,9 @@ def levenberg_marquardt(model: nn.Module, x0: torch.Tensor, target: torch.Tensor
     """
     _check_options(max_iter, atol, tol, tau, max_step, bounds, restarts, chord, patience,
                    min_progress, residual, method, jacobian, dtype)
+    if record_inputs and method != "lm":
+        raise InversionError(f"record_inputs=True needs method='lm' (the SciPy path does not "
+                             f"expose its iterates), got method={method!r}")
     tol = atol / 2 if tol is None else tol
     tgt = check_target(target)
     x0 = torch.as_tensor(x0)
@@ -748,7 +768,7 @@ def levenberg_marquardt(model: nn.Module, x0: torch.Tensor, target: torch.Tensor
                      bounds=None if bounds is None else (float(bounds[0]), float(bounds[1])),
                      restarts=restarts, chord=chord, patience=patience,
                      min_progress=float(min_progress),
-                     history=history, progress=progress)
+                     history=history, record_inputs=bool(record_inputs), progress=progress)
     if generator is None:
         generator = torch.Generator()
         if seed is None:
@@ -775,6 +795,8 @@ def levenberg_marquardt(model: nn.Module, x0: torch.Tensor, target: torch.Tensor
     info = _merge(parts, n, max_iter)
     x = info.pop("x") if n else xf
     info.pop("z", None)
+    if "input_history" in info:
+        info["input_history"] = info["input_history"].reshape(n, max_iter + 1, *input_shape)
     inputs = x.reshape(n, *input_shape).to(m_dtype)
     probs, converged = verify(model, inputs, tgt, atol)
     info.update(method=method, residual=residual, max_iter=max_iter, atol=atol, tol=tol,
@@ -806,7 +828,8 @@ def _merge(parts: list[dict], n: int, max_iter: int) -> dict:
 
 _FORWARD_OPTIONS = ("atol", "residual", "method", "tol", "tau", "max_step", "bounds", "restarts",
                     "chord", "patience", "min_progress", "generator", "init_range", "dtype",
-                    "jacobian", "chunk_size", "batch_size", "history", "progress")
+                    "jacobian", "chunk_size", "batch_size", "history", "record_inputs",
+                    "progress")
 
 
 def forward_pass_inv(model: nn.Module, target: torch.Tensor | Sequence, n_samples: int = 1,

@@ -289,3 +289,24 @@ def test_mu_and_gain_ratio_histories_are_recorded(selu_fcnn):
     mu = res.info["mu_history"][0, : it + 1]
     assert torch.isfinite(mu).all() and (mu > 0).all()
     assert torch.isfinite(res.info["gain_ratio_history"][0, 1: it + 1]).any()
+
+
+def test_record_inputs_keeps_every_iterate(selu_fcnn):
+    target = target_distribution([2, 6], 0.9)
+    res = forward_pass_inv(selu_fcnn, target, seed=0, input_shape=SHAPE, record_inputs=True)
+    hist, its = res.info["input_history"], res.info["iterations"]
+    assert hist.shape == (2, 31, *SHAPE) and hist.dtype == torch.float64
+    assert torch.equal(hist[:, 0], res.info["x0"])
+    net = copy.deepcopy(selu_fcnn).double()
+    for i, it in enumerate(its.tolist()):
+        seen = hist[i, : it + 1]
+        assert torch.equal(seen[-1].float(), res.inputs[i]) and torch.isnan(hist[i, it + 1:]).all()
+        with torch.no_grad():  # the default "logit" residual: z - log p without its mean
+            c = net(seen) - target[i].log()
+        norms = (c - c.mean(dim=1, keepdim=True)).norm(dim=1)
+        assert torch.allclose(norms, res.info["residual_history"][i, : it + 1], rtol=1e-9)
+    plain = forward_pass_inv(selu_fcnn, target, seed=0, input_shape=SHAPE)
+    assert "input_history" not in plain.info and torch.equal(plain.inputs, res.inputs)
+    with pytest.raises(InversionError, match="record_inputs"):
+        forward_pass_inv(selu_fcnn, target, input_shape=SHAPE, record_inputs=True,
+                         method="scipy")
