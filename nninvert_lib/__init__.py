@@ -9,7 +9,7 @@ __version__ = "0.1.0"
 from .data import MnistData, load_mnist
 from .errors import CheckpointWarning, DataWarning, InversionError
 from .models import DISPLAY_NAMES, MODEL_NAMES, PAPER_ACCURACY, build_model, make_fcnn, make_vit
-from . import measures, prior
+from . import comparison, measures, prior
 from .activations import SELU_ALPHA, SELU_LAMBDA, activation_condition, invert_activation
 from .backward import back_pass_inv, plan_back_pass
 from .forward import forward_pass_inv, levenberg_marquardt
@@ -18,6 +18,7 @@ from .linear import PseudoInverse, sample_null_space, thresholded_pinv
 from .softmax import invert_softmax
 from .prior import gradient_image, max_class_image, percentile_average_image
 from .plotting import image_grid
+from .comparison import Figure3, figure3, figure3_settings, plot_figure3
 from .explorers import LMExplorer, NullSpaceExplorer, lm_explorer, null_space_explorer
 from .profiles import PROFILES, TrainConfig, train_config
 from .result import InversionResult, check_target, target_distribution, verify
@@ -35,10 +36,11 @@ __all__ = [
     "load_model", "cached_cards",
     "accuracy_table", "image_grid",
     "InversionResult", "target_distribution", "check_target", "verify",
-    "prior", "measures", "max_class_image", "percentile_average_image", "gradient_image",
+    "prior", "measures", "comparison", "max_class_image", "percentile_average_image", "gradient_image",
     "invert_softmax", "invert_activation", "activation_condition", "SELU_LAMBDA", "SELU_ALPHA",
     "thresholded_pinv", "sample_null_space", "PseudoInverse",
     "back_pass_inv", "plan_back_pass", "forward_pass_inv", "levenberg_marquardt",
     "generalized_inv", "invert_head", "head_reachability",
+    "figure3", "figure3_settings", "plot_figure3", "Figure3",
     "null_space_explorer", "lm_explorer", "NullSpaceExplorer", "LMExplorer",
 ]

@@ -190,13 +190,63 @@ def check_07_forward_pass_inv(values: dict) -> None:
     assert of == "10" and 0 <= int(n_dino) <= 10
 
 
+def check_08_generalized_method(values: dict) -> None:
+    assert _text(values, "vit_head_norm") in {"layernorm", "layernorm-avg", "rmsnorm", "none"}
+    unreachable = _text(values, "vit_unreachable")
+    assert unreachable == "none" or all(c.strip().isdigit() for c in unreachable.split(","))
+    for key in ("gen_success_09", "gen_success_own", "fwd_success_own", "dino_success_09"):
+        assert 0.0 <= _percent(values, key) <= 100.0
+    # a target head_reachability proves unreachable is never verified
+    assert int(values["gen_proven_but_verified"]["text/plain"]) == 0
+    assert int(values["dino_proven_but_verified"]["text/plain"]) == 0
+    # the model's own outputs are reachable by construction
+    assert _percent(values, "gen_success_own") >= 50.0
+    assert 0.0 < _float(values, "within_class_distance") < 28.0 * 10
+    assert 0.0 < _float(values, "between_class_distance") < 28.0 * 10
+    assert values["own_table"]["text/html"].count("</tr>") == 4  # 2 header rows + 2 methods
+    n_dino, of = _text(values, "dino_unreachable_count").split(" of ")
+    assert of == "10" and 0 <= int(n_dino) <= 10
+
+
+def check_09_prior_methods_and_figure3(values: dict) -> None:
+    assert int(values["n_images"]["text/plain"]) > 0
+    for key in ("claim_far", "claim_depth", "claim_dino"):
+        assert _text(values, key) in {"holds", "does not hold", "cannot be told"}
+    assert values["claims_table"]["text/html"].count("</tr>") == 4  # header + 3 claims
+    # MNIST, then 5 methods on each FCNN, 5 on ViT-tiny, 1 on DINOv3-Base
+    assert values["summary_table"]["text/html"].count("</tr>") == 1 + 1 + 3 * 5 + 5 + 1
+    assert 0.0 <= _percent(values, "agree_mnist") <= 100.0
+    assert 0.0 <= _percent(values, "agree_bpi_max") <= 100.0
+    # the max-class image of [6] is a training image; the gradient image starts there
+    assert float(_text(values, "dist_fcnn1_back_pass_inv")) > 0.0
+    assert float(_text(values, "dist_fcnn1_prior_gradient")) >= 0.0
+
+
+def check_10_discussion(values: dict) -> None:
+    for name in ("fcnn1", "fcnn2", "fcnn6"):
+        for strategy in ("paper", "anchored"):
+            assert 0.0 <= _percent(values, f"bpi_{strategy}_{name}") <= 100.0
+    assert _percent(values, "bpi_paper_fcnn1") == 100.0  # one layer: nothing leaves a range
+    for key in ("fpi_fcnn6", "fpi_vit_tiny", "fpi_dinov3_base", "agree_bpi"):
+        assert 0.0 <= _percent(values, key) <= 100.0
+    for key in ("claim_far", "claim_depth", "claim_dino"):
+        assert _text(values, key) in {"holds", "does not hold", "cannot be told"}
+    n_claims = int(values["n_claims"]["text/plain"])
+    assert n_claims == 5 + 3 + 3 + 4  # accuracies, BackPassInv, LM, Figure 3 + agreement
+    assert 0 <= int(values["n_hold"]["text/plain"]) <= n_claims
+    assert values["overview"]["text/html"].count("</tr>") == n_claims + 1
+
+
 CHECKS = {"01_data_and_models.ipynb": check_01_data_and_models,
           "02_softmax_inversion.ipynb": check_02_softmax_inversion,
           "03_activation_inversion.ipynb": check_03_activation_inversion,
           "04_svd_thresholding.ipynb": check_04_svd_thresholding,
           "05_null_space_sampling.ipynb": check_05_null_space_sampling,
           "06_back_pass_inv.ipynb": check_06_back_pass_inv,
-          "07_forward_pass_inv.ipynb": check_07_forward_pass_inv}
+          "07_forward_pass_inv.ipynb": check_07_forward_pass_inv,
+          "08_generalized_method.ipynb": check_08_generalized_method,
+          "09_prior_methods_and_figure3.ipynb": check_09_prior_methods_and_figure3,
+          "10_discussion.ipynb": check_10_discussion}
 
 
 def test_there_are_notebooks():

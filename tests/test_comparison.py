@@ -1,0 +1,125 @@
+"""Figure 3 as data: the smoke run end to end, the cache, and the claims on known tables."""
+from __future__ import annotations
+
+import math
+
+import matplotlib
+import pandas as pd
+import pytest
+import torch
+
+from nninvert_lib import comparison as f3
+from nninvert_lib.errors import InversionError
+
+matplotlib.use("Agg")
+
+
+@pytest.fixture(scope="module")
+def smoke():
+    return f3.figure3("smoke", progress=False)
+
+
+@pytest.mark.slow
+def test_smoke_run_has_one_row_per_model_method_class_sample(smoke):
+    s = f3.figure3_settings("smoke")
+    t = smoke.table
+    assert len(smoke.images) == len(t) and smoke.images.shape[1:] == (1, 28, 28)
+    assert t["image"].tolist() == list(range(len(t)))
+    assert not smoke.meta["failures"]
+    for model, methods in s.methods.items():
+        for method in methods:
+            g = smoke.rows(model, method)
+            per_class = s.n_samples[model] if method in f3.STOCHASTIC else 1
+            assert len(g) == per_class * len(s.classes), (model, method)
+            assert sorted(g["class"].unique()) == list(s.classes)
+            assert (g.groupby("class")["sample"].apply(list)
+                    == pd.Series({c: list(range(per_class)) for c in s.classes})).all()
+    # training digits and the max-class image are training images: distance exactly 0
+    assert (smoke.rows(None, "training")["nearest_distance"] == 0).all()
+    assert (smoke.rows("fcnn1", "prior_max_class")["nearest_distance"] == 0).all()
+    # BackPassInv verifies on the one-layer net; its images are not training images
+    bpi = smoke.rows("fcnn1", "back_pass_inv")
+    assert bpi["verified"].all() and (bpi["nearest_distance"] > 0).all()
+    assert (bpi["max_error"] <= 1e-3).all() and (bpi["predicted"] == bpi["class"]).all()
+    assert t["distance_percentile"].between(0, 100).all()
+    assert t["out_of_range"].between(0, 1).all() and t["agreement"].dropna().between(0, 1).all()
+
+
+@pytest.mark.slow
+def test_smoke_run_is_cached_and_read_back(smoke):
+    again = f3.figure3("smoke", progress=False)
+    assert again.meta["from_cache"] and not smoke.meta["from_cache"]
+    assert torch.equal(again.images, smoke.images)
+    pd.testing.assert_frame_equal(again.table, smoke.table, check_dtype=False)
+
+
+@pytest.mark.slow
+def test_summary_claims_and_plot_of_the_smoke_run(smoke):
+    summary = smoke.summary()
+    assert len(summary) == smoke.table.groupby(["model", "method"]).ngroups
+    claims = smoke.claims()
+    assert len(claims) == 3 and set(claims.columns) == {"claim", "measured", "holds", "note"}
+    fig = f3.plot_figure3(smoke)
+    assert len(fig.axes) == len(f3.PAPER_ROWS) * 3
+    assert fig.axes[0].get_ylabel() == "train-data"
+
+
+def _figure(images_by_row, random_likeness, verified=None):
+    """A hand-made Figure3: rows of (model, method, class) with given images and scores."""
+    rows, imgs = [], []
+    for i, ((model, method, cls), img) in enumerate(images_by_row):
+        rows.append({"model": model, "method": method, "class": cls, "sample": 0, "image": i,
+                     "verified": True if verified is None else verified[i],
+                     "nearest_distance": float(img.norm()), "random_likeness": random_likeness[i]})
+        imgs.append(img.reshape(1, 28, 28))
+    table = pd.DataFrame(rows)
+    table["sample"] = table.groupby(["model", "method", "class"]).cumcount()
+    for col in ("distance_percentile", "random_likeness_corr", "out_of_range", "agreement",
+                "max_error", "p_class", "predicted"):
+        table[col] = 0.0
+    return f3.Figure3(table, torch.stack(imgs), {})
+
+
+def test_summary_diversity_matches_a_direct_computation():
+    a, b, c = torch.zeros(784), torch.zeros(784), torch.zeros(784)
+    b[0], c[1] = 3.0, 4.0   # |a-b| = 3, |a-c| = 4, |b-c| = 5: mean 4
+    fig = _figure([(("fcnn1", "back_pass_inv", 0), a), (("fcnn1", "back_pass_inv", 0), b),
+                   (("fcnn1", "back_pass_inv", 0), c)], [0.1, 0.2, 0.3])
+    row = fig.summary().iloc[0]
+    assert row["pairwise distance"] == pytest.approx(4.0)
+    assert row["random-likeness"] == pytest.approx(0.2) and row["n"] == 3
+
+
+def test_claims_judge_known_tables():
+    img = lambda v: torch.full((784,), v)   # noqa: E731  nearest distance = 28·v
+    entries = [(("fcnn1", "prior_gradient", 0), img(0.1)), (("fcnn1", "back_pass_inv", 0), img(0.5)),
+               (("fcnn2", "back_pass_inv", 0), img(0.5)), (("fcnn6", "back_pass_inv", 0), img(0.5)),
+               (("vit_tiny", "forward_pass_inv", 0), img(0.5)),
+               (("dinov3_base", "forward_pass_inv", 0), img(0.5))]
+    holds = f3.Figure3.claims(_figure(entries, [0.0, 0.2, 0.5, 0.9, 0.6, 0.4]))["holds"].tolist()
+    assert holds == [True, True, False]
+    c = _figure(entries, [0.0, 0.5, 0.2, 0.9, 0.3, 0.4]).claims()   # depth order broken
+    assert c["holds"].tolist() == [True, False, True]
+    assert math.isclose(float(c["measured"].iloc[1].split("FCNN-2 ")[1].split(",")[0]), 0.2)
+    # an unverified new image does not count: FCNN-1 has none, so neither claim can be told
+    c = _figure(entries, [0.0, 0.2, 0.5, 0.9, 0.6, 0.4],
+                verified=[True, False, True, True, True, True]).claims()
+    assert c["holds"].iloc[0] is None and c["holds"].iloc[1] is None
+
+
+@pytest.mark.parametrize("changes,match", [
+    ({"methods": {"vit_tiny": ("back_pass_inv",)}}, "transformer"),
+    ({"methods": {"fcnn1": ("simonyan",)}}, "unknown method"),
+    ({"methods": {"resnet": ("forward_pass_inv",)}}, "unknown model"),
+    ({"classes": (3, 11)}, "digits"),
+    ({"p": 1.5}, "p must"),
+    ({"n_samples": {"fcnn1": 0}}, "n_samples"),
+])
+def test_invalid_settings_raise(changes, match):
+    with pytest.raises(InversionError, match=match):
+        f3.figure3_settings("smoke", **changes)
+
+
+def test_unknown_profile_raises():
+    with pytest.raises(InversionError, match="profile"):
+        f3.figure3_settings("huge")
