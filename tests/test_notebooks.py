@@ -147,6 +147,8 @@ def check_05_null_space_sampling(values: dict) -> None:
         assert _percent(values, f"success_fcnn1_std{tag}") == 100.0
     assert _percent(values, "success_fcnn2_std0p1") == 100.0  # the paper's Std
     assert values["std_table"]["text/html"].count("</tr>") == 7  # header + 2 models × 3 Std
+    verified, of = _text(values, "explorer_verified").split(" of ")
+    assert of == "8" and 0 <= int(verified) <= 8   # the explorer's first inversion
 
 
 def check_06_back_pass_inv(values: dict) -> None:
@@ -188,6 +190,7 @@ def check_07_forward_pass_inv(values: dict) -> None:
     assert unreachable == "none" or all(c.strip().isdigit() for c in unreachable.split(","))
     n_dino, of = values["dino_unreachable_09"]["text/plain"].strip("'\"").split(" of ")
     assert of == "10" and 0 <= int(n_dino) <= 10
+    assert 0 < int(values["stepper_iterations"]["text/plain"]) <= 30
 
 
 def check_08_generalized_method(values: dict) -> None:
