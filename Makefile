@@ -17,13 +17,15 @@ endif
 export HF_HUB_OFFLINE ?= 1
 export PYTHONUNBUFFERED := 1
 
-.PHONY: help venv test book train bench clean
+.PHONY: help venv test book train bench clean vendor-js assignments
 
 help:
 	@echo "make book    build the book (PROFILE=$(PROFILE); models are trained or loaded first)"
 	@echo "make test    run every test"
 	@echo "make train   train or load the five models (PROFILE=$(PROFILE))"
 	@echo "make bench   run the benchmarks (about 8 min on 2 cores); results in benchmarks/results/"
+	@echo "make vendor-js  fetch MathJax and the widget scripts with npm, so the book works offline"
+	@echo "make assignments  student versions of notebooks/assignments (solutions removed) in _build/assignments/student/"
 	@echo "make clean   remove the built book and test outputs (keeps .venv and model cache)"
 
 venv: $(STAMP)
@@ -48,9 +50,19 @@ bench: venv train
 # Executed notebooks are cached by content, so each profile builds in its own folder.
 BOOK_OUT := $(if $(filter quick,$(PROFILE)),.,_build/profile-$(PROFILE))
 
-book: venv train
+# MathJax, RequireJS and the ipywidgets manager served from the book (npm); without npm the
+# book loads them from CDNs. See book/_ext/vendor_js.py.
+vendor-js: venv
+	$(PY) book/_ext/vendor_js.py
+
+book: venv train vendor-js
 	NNINVERT_PROFILE=$(PROFILE) $(VENV)/bin/jupyter-book build . --path-output $(BOOK_OUT) -W --keep-going
 	@echo "The book ($(PROFILE) profile) is at file://$(abspath $(BOOK_OUT)/_build/html/index.html)"
+
+# Student versions (solutions stripped, hidden tests removed); never committed (_build/ is ignored).
+# Grade a submission: $(PY) -m nninvert_lib.assignments grade NOTEBOOK --out grade.json
+assignments: venv
+	$(PY) -m nninvert_lib.assignments make notebooks/assignments _build/assignments/student
 
 clean:
 	rm -rf _build .pytest_cache

@@ -7,6 +7,8 @@ Examples::
     nninvert train fcnn6 --profile paper --device cuda --force
     nninvert models --profile quick            # cached models and their accuracy
     nninvert invert fcnn6 --method back --classes 0 3 --n 20 --out inv.pt --png inv.png
+    nninvert assignments make                  # student versions into _build/assignments/student
+    nninvert assignments grade a1_softmax_selu.ipynb --out grade.json
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ import json
 import sys
 import warnings
 
+from .assignments import add_subcommands as add_assignment_subcommands
 from .data import load_mnist
 from .models import DISPLAY_NAMES, MODEL_NAMES, PAPER_ACCURACY
 from .profiles import PROFILES
@@ -174,6 +177,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-root", default=None, help="folder holding MNIST/raw/")
     p.add_argument("--no-download", action="store_true", help="do not try to download")
     p.set_defaults(func=_cmd_data)
+
+    p = sub.add_parser("assignments", help="make the student versions of the assignments, or "
+                       "grade submitted notebooks",
+                       description="Coursework (notebooks/assignments): write student versions "
+                       "with the solutions removed, or execute and score submissions (JSON).")
+    add_assignment_subcommands(p)
     return parser
 
 

@@ -240,6 +240,40 @@ def check_10_discussion(values: dict) -> None:
     assert values["overview"]["text/html"].count("</tr>") == n_claims + 1
 
 
+def check_a1_softmax_selu(values: dict) -> None:
+    # the solutions agree with the library and invert exactly (float64)
+    assert _float(values, "softmax_max_error") < 1e-10
+    assert _float(values, "selu_max_error") < 1e-9
+    assert _float(values, "selu_roundtrip_error") < 1e-12
+    # the paper's 0.9 / (0.1/9) target: centred logits log p - mean(log p), all inside SELU's range
+    centre = (math.log(0.9) + 9 * math.log(0.1 / 9)) / 10
+    assert _float(values, "paper_min_logit") == pytest.approx(math.log(0.1 / 9) - centre, abs=1e-9)
+    assert _float(values, "paper_max_logit") == pytest.approx(math.log(0.9) - centre, abs=1e-9)
+    assert _float(values, "paper_min_logit") > -1.0507009873554805 * 1.6732632423543772  # -λα
+
+
+def check_a2_pinv_null_space(values: dict) -> None:
+    assert _float(values, "pinv_max_error") < 1e-8
+    # κ = 1e4 over 128 log-spaced singular values: σ_i >= σ_1/100 keeps 64; 784 - 64 = 720
+    assert int(values["rank_kept"]["text/plain"]) == 64
+    assert int(values["null_dim"]["text/plain"]) == 720
+    # null-space samples are invisible to the layer and exactly Std·‖x_p‖ away
+    assert _float(values, "null_step_error") < 1e-9
+    assert abs(_float(values, "step_length_ratio") - 1.0) < 1e-10
+    # near-orthogonal random directions: mean pairwise distance ≈ √2·Std·‖x_p‖
+    assert abs(_float(values, "pairwise_distance_ratio") - 1.0) < 0.05
+
+
+def check_a3_lm_step(values: dict) -> None:
+    # the solution's step is the library's first accepted LM step
+    assert int(values["lm_library_accepted"]["text/plain"]) >= 1
+    assert _float(values, "lm_library_max_diff") < 1e-8
+    # one LM step leaves less of ‖r‖ than the best of 36 gradient step sizes
+    lm, gd = _float(values, "lm_residual_left"), _float(values, "gd_residual_left")
+    assert 0.0 < lm < 0.5 * gd and gd < 1.0
+    assert _float(values, "lm_wins_fraction") >= 0.75
+
+
 CHECKS = {"01_data_and_models.ipynb": check_01_data_and_models,
           "02_softmax_inversion.ipynb": check_02_softmax_inversion,
           "03_activation_inversion.ipynb": check_03_activation_inversion,
@@ -249,7 +283,10 @@ CHECKS = {"01_data_and_models.ipynb": check_01_data_and_models,
           "07_forward_pass_inv.ipynb": check_07_forward_pass_inv,
           "08_generalized_method.ipynb": check_08_generalized_method,
           "09_prior_methods_and_figure3.ipynb": check_09_prior_methods_and_figure3,
-          "10_discussion.ipynb": check_10_discussion}
+          "10_discussion.ipynb": check_10_discussion,
+          "a1_softmax_selu.ipynb": check_a1_softmax_selu,
+          "a2_pinv_null_space.ipynb": check_a2_pinv_null_space,
+          "a3_lm_step.ipynb": check_a3_lm_step}
 
 
 def test_there_are_notebooks():
