@@ -7,6 +7,7 @@ Examples::
     nninvert train fcnn6 --profile paper --device cuda --force
     nninvert models --profile quick            # cached models and their accuracy
     nninvert invert fcnn6 --method back --classes 0 3 --n 20 --out inv.pt --png inv.png
+    nninvert figure3 --profile quick --png fig3.png --csv fig3.csv   # Figure 3 as data
     nninvert assignments make                  # student versions into _build/assignments/student
     nninvert assignments grade a1_softmax_selu.ipynb --out grade.json
 """
@@ -126,6 +127,31 @@ def _cmd_invert(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_figure3(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from .comparison import figure3, figure3_settings, plot_figure3
+
+    fig3 = figure3(args.profile, figure3_settings(args.profile, seed=args.seed),
+                   cache=not args.no_cache, progress=not args.no_progress)
+    print(f"{len(fig3.table)} images ({'from the cache' if fig3.meta['from_cache'] else 'computed'}"
+          f"; data: {fig3.meta['data_source']})")
+    with pd.option_context("display.width", 200, "display.max_columns", 20,
+                           "display.max_colwidth", 120):
+        print(fig3.summary(verified_only=True).round(3).to_string(index=False))
+        print()
+        for _, c in fig3.claims().iterrows():
+            verdict = {True: "holds", False: "does not hold", None: "cannot be told"}[c["holds"]]
+            print(f"- {c['claim']}: {verdict}\n    {c['measured']}\n    ({c['note']})")
+    if args.csv:
+        fig3.table.to_csv(args.csv, index=False)
+        print(f"saved the table ({len(fig3.table)} rows) to {args.csv}")
+    if args.png:
+        plot_figure3(fig3).savefig(args.png, dpi=120, bbox_inches="tight")
+        print(f"saved the grid to {args.png}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="nninvert", description="Train and inspect the models of 'Inverting Neural "
@@ -171,6 +197,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.add_argument("--data-root", default=None, help="folder holding MNIST/raw/")
     p.set_defaults(func=_cmd_invert)
+
+    p = sub.add_parser("figure3", help="the paper's Figure 3 as data: every method on every "
+                       "model, measured; the three claims judged",
+                       description="Run every inversion and prior method on every model for "
+                       "classes 0-9 (cached), print the measured table and the verdicts on the "
+                       "paper's Figure 3 claims, and optionally save the table and the grid.")
+    p.add_argument("--profile", choices=PROFILES, default="quick", help="which trained models "
+                   "and sizes (default quick)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--csv", default=None, help="save the tidy table (.csv)")
+    p.add_argument("--png", default=None, help="save the grid (.png)")
+    p.add_argument("--no-cache", action="store_true", help="recompute even if cached")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    p.set_defaults(func=_cmd_figure3)
 
     p = sub.add_parser("data", help="show which MNIST source is used",
                        description="Load MNIST through the fallback chain and say where it came from.")

@@ -22,9 +22,11 @@ are more random than ViT-tiny's. :func:`figure3` turns the grid into a tidy
 table (one row per model × class × method × sample) with the measures of
 :mod:`.measures` for every image, so that those claims can be checked
 (:meth:`Figure3.claims`) rather than looked at. It runs more than the grid
-shows: every prior method of [6] on every FCNN and on ViT-tiny, ForwardPassInv
-on the FCNNs too and the generalized method on ViT-tiny, so that each model has
-an old-against-new comparison of its own. :func:`plot_figure3` draws the grid.
+shows: every prior method of [6] on every FCNN and on ViT-tiny, and
+ForwardPassInv on the FCNNs too, so that each model has an old-against-new
+comparison of its own (add ``"generalized_inv"`` for a ViT through
+``Figure3Settings.methods``; it costs about ten times ForwardPassInv on a CPU).
+:func:`plot_figure3` draws the grid.
 
 Results are cached (like the models) under ``<cache>/figure3/<key>/``; the key
 covers the models' checkpoints, the settings and this module's format.
@@ -79,7 +81,7 @@ STOCHASTIC = frozenset(NEW_METHODS)
 _FCNNS = ("fcnn1", "fcnn2", "fcnn6")
 _DEFAULT_METHODS = {
     **{m: ("back_pass_inv", "forward_pass_inv") + PRIOR_METHODS for m in _FCNNS},
-    "vit_tiny": ("forward_pass_inv", "generalized_inv") + PRIOR_METHODS,
+    "vit_tiny": ("forward_pass_inv",) + PRIOR_METHODS,
     "dinov3_base": ("forward_pass_inv",),
 }
 
@@ -395,7 +397,7 @@ def _agreement(table: pd.DataFrame, images: torch.Tensor,
     The same question as :func:`.measures.cross_model_agreement`, asked once per
     model for all images (argmax only, so the model's own dtype suffices).
     """
-    cls = torch.as_tensor(table["class"].to_numpy())
+    cls = torch.as_tensor(table["class"].to_numpy().copy())
     agrees = {name: (_predictions(m, images) == cls).numpy() for name, m in models.items()}
     out = np.full(len(table), np.nan)
     source = table["model"].to_numpy()
@@ -464,6 +466,7 @@ def figure3(profile: str = "quick", settings: Figure3Settings | None = None, *,
     runs: list[tuple[str | None, str]] = [(None, "training")]
     runs += [(name, m) for name in names for m in settings.methods[name]]
     tables, image_parts, seconds, failures = [], [], {}, {}
+    probs_cache: dict[str, torch.Tensor] = {}
     offset = 0
     bar = tqdm(runs, desc="Figure 3", disable=not progress)
     for name, method in bar:
@@ -479,8 +482,11 @@ def figure3(profile: str = "quick", settings: Figure3Settings | None = None, *,
             probs = None
         else:
             model = models[name]
-            train_probs = (training_set_probs(model, prior_train)
-                           if method in ("prior_max_class", "prior_percentile") else None)
+            train_probs = None
+            if method in ("prior_max_class", "prior_percentile"):
+                if name not in probs_cache:  # one pass over the images serves both methods
+                    probs_cache[name] = training_set_probs(model, prior_train)
+                train_probs = probs_cache[name]
             try:
                 res = _run_method(method, model, settings, name, prior_train, train_probs)
             except InversionError as exc:

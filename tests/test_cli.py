@@ -10,7 +10,7 @@ from nninvert_lib import cli
 
 
 @pytest.mark.parametrize("argv", [["--help"], ["train", "--help"], ["models", "--help"],
-                                  ["data", "--help"]])
+                                  ["data", "--help"], ["figure3", "--help"]])
 def test_every_command_has_help(argv, capsys):
     with pytest.raises(SystemExit) as exc:
         cli.main(argv)
@@ -89,3 +89,17 @@ def test_invert_smoke_saves_verified_inputs(method, fresh_cache, tmp_path, capsy
 def test_invert_unknown_model_is_refused(capsys):
     assert cli.main(["invert", "lenet"]) == 2
     assert "unknown model" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_figure3_smoke_prints_claims_and_saves_table_and_grid(tmp_path, capsys):
+    csv, png = tmp_path / "fig3.csv", tmp_path / "fig3.png"
+    assert cli.main(["figure3", "--profile", "smoke", "--no-progress", "--csv", str(csv),
+                     "--png", str(png)]) == 0
+    out = capsys.readouterr().out
+    assert out.count("\n- ") == 3 and "randomness grows with depth" in out
+    import pandas as pd
+
+    table = pd.read_csv(csv)
+    assert {"model", "method", "class", "sample", "nearest_distance"} <= set(table.columns)
+    assert png.stat().st_size > 10_000
