@@ -55,7 +55,8 @@ from .generalized import generalized_inv
 from .models import DISPLAY_NAMES, MODEL_NAMES
 from .prior import gradient_image, max_class_image, percentile_average_image, training_set_probs
 from .result import InversionResult, target_distribution
-from .zoo import load_model
+from .profiles import train_config
+from .zoo import load_model, model_key
 
 __all__ = ["PAPER_ROWS", "METHODS", "NEW_METHODS", "PRIOR_METHODS", "Figure3Settings",
            "Figure3", "figure3", "plot_figure3", "figure3_settings"]
@@ -320,11 +321,11 @@ class Figure3:
 
 
 # ----------------------------------------------------------------------------- running
-def _cache_key(settings: Figure3Settings, cards: Mapping[str, dict], data_source: str) -> str:
+def _cache_key(settings: Figure3Settings, names: Sequence[str], data_source: str) -> str:
+    """Settings, data and each model's checkpoint key (its recipe, architecture and data)."""
     payload = {"format": FORMAT, "settings": settings.to_dict(), "data": data_source,
-               "models": {k: {"key": c.get("key"), "config": c.get("config"),
-                              "val_accuracy": c.get("val_accuracy")}
-                          for k, c in sorted(cards.items())}}
+               "models": {n: model_key(n, train_config(n, settings.profile), data_source)
+                          for n in sorted(names)}}
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -390,15 +391,18 @@ def _predictions(model: nn.Module, images: torch.Tensor, batch_size: int = 256) 
     return torch.cat(out) if out else torch.zeros(0, dtype=torch.long)
 
 
-def _agreement(table: pd.DataFrame, images: torch.Tensor,
-               models: Mapping[str, nn.Module]) -> np.ndarray:
+def _agreement(table: pd.DataFrame, images: torch.Tensor, names: Sequence[str],
+               get_model) -> np.ndarray:
     """Per image: the fraction of the models other than its source that predict its class.
 
     The same question as :func:`.measures.cross_model_agreement`, asked once per
-    model for all images (argmax only, so the model's own dtype suffices).
+    model for all images (argmax only, so the model's own dtype suffices). The
+    models come from ``get_model(name)`` one at a time.
     """
     cls = torch.as_tensor(table["class"].to_numpy().copy())
-    agrees = {name: (_predictions(m, images) == cls).numpy() for name, m in models.items()}
+    agrees = {}
+    for name in names:
+        agrees[name] = (_predictions(get_model(name), images) == cls).numpy()
     out = np.full(len(table), np.nan)
     source = table["model"].to_numpy()
     for i in range(len(table)):
@@ -418,8 +422,9 @@ def figure3(profile: str = "quick", settings: Figure3Settings | None = None, *,
             sizes: :func:`figure3_settings` ``(profile)``).
         settings: what to run; its ``profile`` wins over ``profile``.
         models: name -> model to use instead of loading (for experiments and
-            tests; the cache is then bypassed unless every model is given a
-            card-worthy name and ``cache`` is True — it is not cached).
+            tests; such a run is never cached). Without it the models are
+            loaded one at a time and released after their runs, so that the
+            peak memory is that of the largest model, not of all five.
         cache: read and write ``<cache>/figure3/<key>/``.
         progress: show a progress bar over the runs.
 
@@ -438,14 +443,18 @@ def figure3(profile: str = "quick", settings: Figure3Settings | None = None, *,
     val = load_mnist("val")
     given = models is not None
     cards: dict[str, dict] = {}
-    if not given:
-        models = {}
-        for name in names:
-            models[name], cards[name] = load_model(name, settings.profile, progress=progress)
-    missing = [n for n in names if n not in models]
-    if missing:
-        raise InversionError(f"models lacks {missing} that settings.methods names")
-    key = _cache_key(settings, cards, train.source)
+    if given:
+        missing = [n for n in names if n not in models]
+        if missing:
+            raise InversionError(f"models lacks {missing} that settings.methods names")
+
+    def get_model(name: str) -> nn.Module:
+        if given:
+            return models[name]
+        model, cards[name] = load_model(name, settings.profile, progress=progress)
+        return model
+
+    key = _cache_key(settings, names, train.source)
     folder = paths.cache_dir() / "figure3" / key
     if cache and not given:
         hit = _load_cached(folder)
@@ -469,6 +478,7 @@ def figure3(profile: str = "quick", settings: Figure3Settings | None = None, *,
     probs_cache: dict[str, torch.Tensor] = {}
     offset = 0
     bar = tqdm(runs, desc="Figure 3", disable=not progress)
+    current: tuple[str | None, nn.Module | None] = (None, None)
     for name, method in bar:
         bar.set_postfix_str(f"{name or 'mnist'}: {method}")
         t0 = time.perf_counter()
@@ -481,7 +491,11 @@ def figure3(profile: str = "quick", settings: Figure3Settings | None = None, *,
             verified = torch.ones(len(idx), dtype=torch.bool)
             probs = None
         else:
-            model = models[name]
+            if current[0] != name:
+                current = (None, None)  # release the previous model before loading the next
+                probs_cache.clear()
+                current = (name, get_model(name))
+            model = current[1]
             train_probs = None
             if method in ("prior_max_class", "prior_percentile"):
                 if name not in probs_cache:  # one pass over the images serves both methods
@@ -520,9 +534,10 @@ def figure3(profile: str = "quick", settings: Figure3Settings | None = None, *,
         image_parts.append(x.reshape(len(x), 1, 28, 28))
         offset += len(x)
     bar.close()
+    current, model, res = (None, None), None, None  # only the next loader's model is held now
     table = pd.concat(tables, ignore_index=True)
     images = torch.cat(image_parts)
-    table["agreement"] = _agreement(table, images, models)
+    table["agreement"] = _agreement(table, images, names, get_model)
     meta = {"settings": settings.to_dict(), "data_source": train.source,
             "cards": {k: {f: c.get(f) for f in ("val_accuracy", "profile", "key")}
                       for k, c in cards.items()},
