@@ -6,6 +6,8 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PROFILE ?= quick
+# models trained at once by `make train` (each in its own process, sharing the cores)
+TRAIN_JOBS ?= 2
 STAMP := $(VENV)/.installed-stamp
 
 # The original MNIST files, when a shared data folder sits beside the checkout.
@@ -41,7 +43,7 @@ test: venv
 	$(PY) -m pytest -q -ra
 
 train: venv
-	$(VENV)/bin/nninvert train all --profile $(PROFILE)
+	$(VENV)/bin/nninvert train all --profile $(PROFILE) --jobs $(TRAIN_JOBS)
 
 # Speed and memory against baselines; needs the trained models (make train).
 bench: venv train

@@ -35,6 +35,15 @@ def test_train_smoke_then_list_models(fresh_cache, capsys):
     assert '"val_accuracy"' in capsys.readouterr().out
 
 
+@pytest.mark.slow
+def test_train_in_parallel_processes_caches_every_model(fresh_cache, capsys):
+    assert cli.main(["train", "fcnn1", "fcnn2", "--profile", "smoke", "--jobs", "2"]) == 0
+    assert "2 at a time" in capsys.readouterr().out
+    assert cli.main(["models", "--profile", "smoke"]) == 0
+    out = capsys.readouterr().out
+    assert "FCNN-1" in out and "FCNN-2" in out
+
+
 def test_empty_cache_says_how_to_train(fresh_cache, capsys):
     assert cli.main(["models"]) == 0
     assert "nninvert train all" in capsys.readouterr().out
