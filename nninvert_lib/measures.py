@@ -405,7 +405,7 @@ def class_diversity(images: torch.Tensor, labels: torch.Tensor | Sequence[int],
         center: passed to :func:`effective_rank`.
 
     Returns:
-        DataFrame, one row per class: ``class``, ``n``,
+        DataFrame: one row per class: ``class``, ``n``,
         ``mean_pairwise_distance`` (NaN for a single image) and ``effective_rank``.
     """
     labels = torch.as_tensor(labels).reshape(-1).cpu()
@@ -458,7 +458,7 @@ def cross_model_agreement(images: torch.Tensor, models: Mapping[str, nn.Module],
         batch_size: images per forward pass.
 
     Returns:
-        DataFrame, one row per (model, sample): ``model``, ``sample``,
+        DataFrame: one row per (model, sample): ``model``, ``sample``,
         ``target_class``, ``predicted_class``, ``p_target_class``,
         ``p_predicted``, ``agrees`` (predicted == target class) and, when
         ``target`` is a distribution, ``max_error`` (``max |probs - target|``)
