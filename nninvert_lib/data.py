@@ -101,8 +101,10 @@ def _read_split(root: Path, split: str) -> MnistData:
     if images.shape != (n, 28, 28) or labels.shape != (n,) or labels.max() > 9:
         raise ValueError(f"MNIST files under {raw} have shapes {images.shape} and "
                          f"{labels.shape}, expected ({n}, 28, 28) and ({n},)")
+    pixels = images.astype(np.float32)
+    pixels /= 255.0  # in place: one float copy of the images at a time (188 MB for train)
     return MnistData(
-        images=torch.from_numpy(images.astype(np.float32) / 255.0).unsqueeze(1),
+        images=torch.from_numpy(pixels).unsqueeze(1),
         labels=torch.from_numpy(labels.astype(np.int64)),
         split=split, source="mnist", location=str(raw))
 
@@ -131,6 +133,20 @@ def candidate_roots(root: str | os.PathLike | None = None) -> list[Path]:
     roots = [Path(r) for r in (root, os.environ.get("NNINVERT_DATA")) if r]
     roots.append(paths.data_dir())
     return roots
+
+
+def original_files_present(split: str = "train", root: str | os.PathLike | None = None) -> bool:
+    """Whether the original MNIST files of ``split`` are in one of :func:`candidate_roots`.
+
+    A cheap check (no decoding) for callers that only need to know which source
+    :func:`load_mnist` would use, e.g. to find a cached model's key. Files that
+    are present but unreadable still count: :func:`load_mnist` then falls back.
+    """
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    images_name, labels_name, _ = _FILES[split]
+    return any(_find(r / "MNIST" / "raw", images_name) and _find(r / "MNIST" / "raw", labels_name)
+               for r in candidate_roots(root))
 
 
 def load_mnist(split: str = "train", root: str | os.PathLike | None = None,

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from . import paths
-from .data import MnistData, load_mnist
+from .data import original_files_present, MnistData, load_mnist
 from .errors import CheckpointWarning
 from .models import FCNN_WIDTHS, MODEL_NAMES, PAPER_ACCURACY, VIT_ARCHS, build_model
 from .profiles import TrainConfig, train_config
@@ -120,26 +120,47 @@ def load_model(name: str, profile: str = "quick", device: str | torch.device = "
     if name not in MODEL_NAMES:
         raise ValueError(f"model must be one of {MODEL_NAMES}, got {name!r}")
     config = config or train_config(name, profile)
-    train_data = load_mnist("train", root=data_root)
-    key = model_key(name, config, train_data.source)
+    train_data = None
+    if original_files_present("train", data_root):
+        source = "mnist"  # skip decoding 60,000 images when the checkpoint is cached
+    else:
+        train_data = load_mnist("train", root=data_root)
+        source = train_data.source
+    key = model_key(name, config, source)
     path = checkpoint_path(name, key)
-
-    if path.exists() and not force:
-        # weights come from the checkpoint: skip any pretrained-weight lookup
-        model, _ = build_model(name, config.replace(pretrained=False))
-        try:
-            card = _load(model, path, key)
-            # the recipe may be shared: report the profile asked for, keep the original
-            card = {**card, "profile": profile, "trained_under": card["profile"]}
-            return model.to(device).eval(), card
-        except ValueError as exc:
-            warnings.warn(f"checkpoint {path} is unusable ({exc}); retraining {name}",
-                          CheckpointWarning, stacklevel=2)
+    cached = None if force else _load_cached(name, profile, config, key, path)
+    if cached is not None:
+        return cached[0].to(device).eval(), cached[1]
+    if train_data is None:
+        train_data = load_mnist("train", root=data_root)
+        if train_data.source != source:  # the files were there but unreadable: fell back
+            key = model_key(name, config, train_data.source)
+            path = checkpoint_path(name, key)
+            cached = None if force else _load_cached(name, profile, config, key, path)
+            if cached is not None:
+                return cached[0].to(device).eval(), cached[1]
     if not train:
         raise FileNotFoundError(f"no trained {name} ({profile}) in {paths.models_dir()}; "
                                 f"run `nninvert train {name} --profile {profile}`")
     return _train_and_save(name, profile, config, key, path, train_data,
                            load_mnist("val", root=data_root), device, progress)
+
+
+def _load_cached(name: str, profile: str, config: TrainConfig, key: str,
+                 path: Path) -> tuple[nn.Module, dict] | None:
+    """The checkpointed model and its card, or None (missing, or unusable with a warning)."""
+    if not path.exists():
+        return None
+    # weights come from the checkpoint: skip any pretrained-weight lookup
+    model, _ = build_model(name, config.replace(pretrained=False))
+    try:
+        card = _load(model, path, key)
+    except ValueError as exc:
+        warnings.warn(f"checkpoint {path} is unusable ({exc}); retraining {name}",
+                      CheckpointWarning, stacklevel=3)
+        return None
+    # the recipe may be shared: report the profile asked for, keep the original
+    return model, {**card, "profile": profile, "trained_under": card["profile"]}
 
 
 def _train_and_save(name: str, profile: str, config: TrainConfig, key: str, path: Path,

