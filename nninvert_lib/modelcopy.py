@@ -25,7 +25,8 @@ def inversion_copy(model: nn.Module, dtype: torch.dtype | None = None,
 
     The copy is in eval mode (no dropout, frozen normalisation statistics), its
     parameters do not require gradients, it is cast to ``dtype`` and moved to
-    ``device`` (when given), and every module with a boolean ``fused_attn``
+    ``device`` (when given; until then it shares the model's parameter and buffer
+    storage, which no method writes to), and every module with a boolean ``fused_attn``
     attribute (timm's attention layers) has it set to False, because fused
     scaled-dot-product attention has no ``vmap`` batching rule and no
     forward-mode AD. ``model`` itself is not modified.
@@ -33,7 +34,16 @@ def inversion_copy(model: nn.Module, dtype: torch.dtype | None = None,
     Returns:
         ``(copy, n)``: the copy and how many modules had fused attention switched off.
     """
-    m = copy.deepcopy(model)
+    # Copy the modules but not the tensors: each parameter of the copy is a new,
+    # frozen Parameter on the caller's storage (its requires_grad stays the
+    # caller's), so a copy in the model's own dtype and device costs no memory and
+    # a cast allocates the new tensors once.
+    shared = {id(t): t for t in list(model.parameters()) + list(model.buffers())}
+    m = copy.deepcopy(model, memo=shared)
+    for mod in m.modules():
+        for name, p in list(mod._parameters.items()):
+            if p is not None:
+                mod._parameters[name] = nn.Parameter(p.detach(), requires_grad=False)
     n_fused = 0
     for mod in m.modules():
         if isinstance(getattr(mod, "fused_attn", None), bool):
