@@ -73,13 +73,15 @@ def _save(model: nn.Module, card: dict, path: Path) -> None:
 def _load(model: nn.Module, path: Path, key: str) -> dict:
     """Load weights into ``model`` and return the card; raises ValueError on any problem."""
     try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
+        # memory-mapped (copy-on-write), and assigned below rather than copied: the
+        # weights are read from the page cache without a second copy in memory
+        blob = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception as exc:
         raise ValueError(f"cannot read checkpoint: {exc.__class__.__name__}: {exc}") from exc
     if not isinstance(blob, dict) or blob.get("key") != key or "state_dict" not in blob:
         raise ValueError("checkpoint does not match this model's configuration")
     try:
-        model.load_state_dict(blob["state_dict"], strict=True)
+        model.load_state_dict(blob["state_dict"], strict=True, assign=True)
     except Exception as exc:
         raise ValueError(f"weights do not fit the architecture: {exc}") from exc
     try:

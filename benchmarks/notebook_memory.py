@@ -1,0 +1,96 @@
+"""Peak memory and time of every chapter notebook under one profile (Binder gives ~2 GB).
+
+    python benchmarks/notebook_memory.py                 # quick profile, every notebook
+    python benchmarks/notebook_memory.py --profile smoke notebooks/05_null_space_sampling.ipynb
+
+Each notebook runs under papermill in a fresh Python process of its own; when it
+ends, ``getrusage(RUSAGE_CHILDREN).ru_maxrss`` of that process is the peak resident
+memory of its largest child, the notebook's kernel. The models (and Figure 3's
+results) come from the cache, as in a book build after ``make train``; a notebook
+that has to train or compute them first is measured doing so.
+
+Writes ``benchmarks/results/notebook-memory-<profile>.json`` and ``.md``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+BINDER_LIMIT_MB = 2000.0
+
+CHILD = """
+import resource, sys, papermill
+papermill.execute_notebook(sys.argv[1], sys.argv[2], parameters={"profile": sys.argv[3]},
+                           cwd=sys.argv[4], kernel_name="python3", progress_bar=False)
+print("PEAK_KB", resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+"""
+
+
+def measure(path: Path, profile: str, timeout: float) -> dict:
+    """Run one notebook in a child process; its kernel's peak RSS (MB) and wall seconds."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / path.name
+        env = {**os.environ, "NNINVERT_PROFILE": profile}
+        t0 = time.perf_counter()
+        proc = subprocess.run([sys.executable, "-c", CHILD, str(path), str(out), profile,
+                               str(path.parent)], capture_output=True, text=True, env=env,
+                              timeout=timeout)
+        seconds = time.perf_counter() - t0
+    peak = [line.split()[1] for line in proc.stdout.splitlines() if line.startswith("PEAK_KB")]
+    row = {"notebook": str(path.relative_to(ROOT)), "seconds": round(seconds, 1),
+           "peak_rss_mb": round(int(peak[0]) / 1024, 1) if peak else None,
+           "ok": proc.returncode == 0}
+    if proc.returncode != 0:
+        row["error"] = proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "failed"
+    return row
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("notebooks", nargs="*", type=Path,
+                    help="notebooks to run (default: every chapter and assignment)")
+    ap.add_argument("--profile", default="quick", choices=("paper", "quick", "smoke"))
+    ap.add_argument("--timeout", type=float, default=3600.0, help="seconds per notebook")
+    ap.add_argument("--out", type=Path, default=HERE / "results")
+    args = ap.parse_args(argv)
+    paths = [p.resolve() for p in args.notebooks] or sorted(
+        p for p in (ROOT / "notebooks").rglob("*.ipynb") if ".ipynb_checkpoints" not in p.parts)
+    rows = []
+    for i, path in enumerate(paths, 1):
+        row = measure(path, args.profile, args.timeout)
+        rows.append(row)
+        flag = "" if row["ok"] else f"  FAILED: {row.get('error')}"
+        print(f"[{i}/{len(paths)}] {row['notebook']}: {row['seconds']:.0f} s, "
+              f"peak {row['peak_rss_mb']} MB{flag}", flush=True)
+    result = {"profile": args.profile, "python": platform.python_version(),
+              "machine": platform.machine(), "cpus": os.cpu_count(),
+              "binder_limit_mb": BINDER_LIMIT_MB, "notebooks": rows}
+    args.out.mkdir(parents=True, exist_ok=True)
+    stem = args.out / f"notebook-memory-{args.profile}"
+    stem.with_suffix(".json").write_text(json.dumps(result, indent=1))
+    lines = [f"# Notebook peak memory and time, `{args.profile}` profile",
+             "", f"{os.cpu_count()} CPU(s), Python {platform.python_version()}; "
+             f"`python benchmarks/notebook_memory.py --profile {args.profile}`. "
+             "Peak = the kernel's largest resident set size.", "",
+             "| notebook | seconds | peak RSS (MB) | within 2 GB |", "| --- | ---: | ---: | --- |"]
+    for r in rows:
+        within = ("—" if r["peak_rss_mb"] is None else
+                  "yes" if r["peak_rss_mb"] <= BINDER_LIMIT_MB else "**no**")
+        lines.append(f"| {r['notebook']} | {r['seconds']:.0f} | {r['peak_rss_mb']} | {within}"
+                     + ("" if r["ok"] else " (failed)") + " |")
+    stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    print(f"wrote {stem.with_suffix('.md')}")
+    return 0 if all(r["ok"] for r in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
