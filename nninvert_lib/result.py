@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from .errors import InversionError
-from .modelcopy import inversion_copy
+from .modelcopy import float64_forward
 
 DEFAULT_ATOL = 1e-3
 
@@ -124,16 +124,16 @@ def verify(model: nn.Module, inputs: torch.Tensor, target: torch.Tensor,
 
     Args:
         model: returns logits ``(n, K)``; it is not modified (a float64
-            :func:`~nninvert_lib.modelcopy.inversion_copy` runs).
+            :func:`~nninvert_lib.modelcopy.inversion_copy` runs, or for large
+            models a :class:`~nninvert_lib.modelcopy.StreamedFloat64`).
         inputs: ``(n, *input_shape)``.
         target: ``(n, K)`` probabilities.
 
     Returns:
         ``(probs, converged)``: float64 ``(n, K)`` and bool ``(n,)``.
     """
-    m64 = inversion_copy(model, dtype=torch.float64)[0]
     x = inputs.to(torch.float64)
-    probs = torch.softmax(m64(x), dim=-1)
+    probs = torch.softmax(float64_forward(model)(x), dim=-1)
     finite = torch.isfinite(x.reshape(len(x), -1)).all(dim=1) & torch.isfinite(probs).all(dim=1)
     ok = finite & ((probs - target.to(probs)).abs() <= atol).all(dim=1)
     return probs, ok
