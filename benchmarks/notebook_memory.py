@@ -71,14 +71,18 @@ def main(argv: list[str] | None = None) -> int:
         flag = "" if row["ok"] else f"  FAILED: {row.get('error')}"
         print(f"[{i}/{len(paths)}] {row['notebook']}: {row['seconds']:.0f} s, "
               f"peak {row['peak_rss_mb']} MB{flag}", flush=True)
-    result = {"profile": args.profile, "python": platform.python_version(),
+    from importlib.metadata import version
+
+    torch_version = version("torch")
+    result = {"profile": args.profile, "python": platform.python_version(), "torch": torch_version,
               "machine": platform.machine(), "cpus": os.cpu_count(),
               "binder_limit_mb": BINDER_LIMIT_MB, "notebooks": rows}
     args.out.mkdir(parents=True, exist_ok=True)
     stem = args.out / f"notebook-memory-{args.profile}"
     stem.with_suffix(".json").write_text(json.dumps(result, indent=1))
     lines = [f"# Notebook peak memory and time, `{args.profile}` profile",
-             "", f"{os.cpu_count()} CPU(s), Python {platform.python_version()}; "
+             "", f"{os.cpu_count()} CPU(s), Python {platform.python_version()}, torch "
+             f"{torch_version} (a CUDA build loads more at import than the CPU wheel); "
              f"`python benchmarks/notebook_memory.py --profile {args.profile}`. "
              "Peak = the kernel's largest resident set size.", "",
              "| notebook | seconds | peak RSS (MB) | within 2 GB |", "| --- | ---: | ---: | --- |"]
