@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import uuid
 
 import matplotlib
 import pandas as pd
@@ -46,13 +47,16 @@ def test_smoke_run_has_one_row_per_model_method_class_sample(smoke):
 
 
 @pytest.mark.slow
-def test_smoke_run_is_cached_and_read_back(smoke):
-    assert not smoke.meta["from_cache"]
-    f3.figure3("smoke", progress=False)   # computes and writes the cache, or reads it
+def test_smoke_run_is_cached_and_read_back(monkeypatch):
+    # a key of its own: another process (a notebook kernel with other thread counts) may
+    # have cached this run already, with float results that differ in the last bits
+    key, tag = f3._cache_key, uuid.uuid4().hex[:8]
+    monkeypatch.setattr(f3, "_cache_key", lambda *args: f"test-{tag}-" + key(*args))
+    first = f3.figure3("smoke", progress=False)
     again = f3.figure3("smoke", progress=False)
-    assert again.meta["from_cache"]
-    assert torch.equal(again.images, smoke.images)
-    pd.testing.assert_frame_equal(again.table, smoke.table, check_dtype=False)
+    assert not first.meta["from_cache"] and again.meta["from_cache"]
+    assert torch.equal(again.images, first.images)
+    pd.testing.assert_frame_equal(again.table, first.table, check_dtype=False)
 
 
 @pytest.mark.slow
