@@ -39,7 +39,7 @@ import torch
 from torch import nn
 
 from .errors import InversionError
-from .modelcopy import inversion_copy, model_dtype_device
+from .modelcopy import float64_forward, model_dtype_device
 
 EULER_GAMMA = 0.5772156649015329
 #: expected spectral flatness of one white-noise image's periodogram, exp(-γ)
@@ -450,8 +450,8 @@ def cross_model_agreement(images: torch.Tensor, models: Mapping[str, nn.Module],
 
     Args:
         images: ``(n, *input_shape)``.
-        models: name -> model returning logits; each runs as a float64 copy in
-            eval mode on its own device.
+        models: name -> model returning logits; each runs in float64 in eval
+            mode on its own device (:func:`~nninvert_lib.modelcopy.float64_forward`).
         target: ``(n, K)`` target probabilities (e.g. ``result.target``) or
             ``(n,)`` target classes.
         atol: tolerance for ``meets_target`` (distributions only).
@@ -472,9 +472,8 @@ def cross_model_agreement(images: torch.Tensor, models: Mapping[str, nn.Module],
     frames = []
     for name, model in models.items():
         device = model_dtype_device(model)[1]
-        m64 = inversion_copy(model, dtype=torch.float64)[0]
-        probs = torch.cat([torch.softmax(m64(images[s:s + batch_size].to(device, torch.float64)),
-                                         dim=-1).cpu()
+        f64 = float64_forward(model)
+        probs = torch.cat([torch.softmax(f64(images[s:s + batch_size].to(device)), dim=-1).cpu()
                            for s in range(0, len(images), batch_size)])
         pred = probs.argmax(dim=1)
         rows = {"model": name, "sample": np.arange(len(images)),

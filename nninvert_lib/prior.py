@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from .errors import InversionError
-from .modelcopy import inversion_copy, model_dtype_device
+from .modelcopy import float64_forward, inversion_copy, model_dtype_device
 from .result import DEFAULT_ATOL, InversionResult, check_target, target_distribution, verify
 
 DEFAULT_BATCH = 2048
@@ -74,7 +74,8 @@ def training_set_probs(model: nn.Module, train_images: torch.Tensor,
     """``softmax(model(x_i))`` for every training image, in batches.
 
     Args:
-        model: returns logits ``(B, K)``; a float64 copy runs (the model is not
+        model: returns logits ``(B, K)``; it runs in float64
+            (:func:`~nninvert_lib.modelcopy.float64_forward`; the model is not
             modified).
         train_images: ``(N, *input_shape)``, any dtype and device (moved to the
             model's device one batch at a time, so memory stays at one batch).
@@ -86,8 +87,8 @@ def training_set_probs(model: nn.Module, train_images: torch.Tensor,
     train_images = _check_images(train_images)
     batch_size = _check_batch_size(batch_size)
     device = model_dtype_device(model)[1]
-    m64 = _float64_copy(model)
-    out = [torch.softmax(m64(train_images[s:s + batch_size].to(device, torch.float64)), dim=-1)
+    f64 = float64_forward(model)
+    out = [torch.softmax(f64(train_images[s:s + batch_size].to(device)), dim=-1)
            for s in range(0, len(train_images), batch_size)]
     return torch.cat(out)
 
