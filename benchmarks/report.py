@@ -198,8 +198,7 @@ def memory_lines(results: dict) -> list[str]:
     lines = table(["section (own process)", "peak RSS", "after imports", "Binder (2 GB)"], rows)
     lines += ["Peak resident memory of each section's process (`resource.getrusage`), "
               "imports included (torch, timm, nninvert_lib; this torch build is "
-              f"{results['machine']['torch']}). Every section also loads the 60,000 training "
-              "images (the model cache key records the data source).", ""]
+              f"{results['machine']['torch']}).", ""]
     bw = results["sections"].get("backward", {})
     if "models" in bw:
         steps = [f"{DISPLAY[n]} batch {int(b):,}: {r['peak_rss_mb_so_far']:,.0f} MB"

@@ -461,7 +461,6 @@ def figure3(profile: str = "quick", settings: Figure3Settings | None = None, *,
         if hit is not None:
             return hit
 
-    torch.manual_seed(settings.seed)  # the prior methods' own randomness (none today)
     gen = torch.Generator().manual_seed(settings.seed)
     prior_train = train.images
     if settings.prior_train_images is not None and settings.prior_train_images < len(train):
@@ -482,7 +481,6 @@ def figure3(profile: str = "quick", settings: Figure3Settings | None = None, *,
     for name, method in bar:
         bar.set_postfix_str(f"{name or 'mnist'}: {method}")
         t0 = time.perf_counter()
-        classes_t = torch.tensor(settings.classes)
         if method == "training":
             n = max(settings.n_samples.values(), default=1)
             idx = torch.cat([(train.labels == c).nonzero().flatten()[:n] for c in settings.classes])
