@@ -52,7 +52,9 @@ def run_forward(cfg: dict, name: str, device: str = "cpu") -> dict:
     kinds = {"p=0.9": nni.target_distribution(classes, 0.9)}
     if spec.get("model_targets"):
         kinds["model-produced"] = model_targets(model, classes, device)
-    dtype_name = str(spec["dtype"] or next(model.parameters()).dtype).replace("torch.", "")
+    model_dtype = str(next(model.parameters()).dtype).replace("torch.", "")
+    dtype_name = (str(spec["dtype"]).replace("torch.", "") if spec["dtype"] is not None
+                  else f"{model_dtype} (SciPy float64)")
     out: dict = {"model": name, "device": device, "val_accuracy": card.get("val_accuracy"),
                  "classes": spec["classes"], "n_per_class": spec["n_per_class"],
                  "max_iter": spec["max_iter"], "dtype": dtype_name,

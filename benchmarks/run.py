@@ -36,11 +36,12 @@ FULL = {
     "backward_batches": [1, 100, 10_000],
     "per_sample_count": {"fcnn1": 10, "fcnn2": 5, "fcnn6": 2},
     "forward": {
-        "fcnn6": {"classes": 10, "n_per_class": 20, "max_iter": 30, "dtype": "float64",
+        # dtype None: the library's default (LM in the model's dtype, SciPy in float64)
+        "fcnn6": {"classes": 10, "n_per_class": 20, "max_iter": 30, "dtype": None,
                   "scipy_subset": 10, "model_targets": False, "fixed_iterations": 10},
-        "vit_tiny": {"classes": 10, "n_per_class": 2, "max_iter": 30, "dtype": "float32",
+        "vit_tiny": {"classes": 10, "n_per_class": 2, "max_iter": 30, "dtype": None,
                      "scipy_subset": 2, "model_targets": True, "fixed_iterations": 3},
-        "dinov3_base": {"classes": 1, "n_per_class": 1, "max_iter": 5, "dtype": "float32",
+        "dinov3_base": {"classes": 1, "n_per_class": 1, "max_iter": 5, "dtype": None,
                         "scipy_subset": 1, "model_targets": True, "fixed_iterations": 2},
     },
     "gradient_steps": 300,
@@ -102,7 +103,7 @@ def run_section(key: str, device: str, quick: bool, threads: int, out_path: Path
     rss_after_import = peak_rss_mb()
     cfg = config(quick)
     for spec in cfg["forward"].values():
-        spec["dtype"] = getattr(torch, spec["dtype"])
+        spec["dtype"] = None if spec["dtype"] is None else getattr(torch, spec["dtype"])
     t0 = time.perf_counter()
     if key == "backward":
         from backward_section import run_backward

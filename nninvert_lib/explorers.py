@@ -328,7 +328,10 @@ class LMExplorer:
             raise InversionError(f"lm_explorer sets {clash} itself; leave them out")
         if isinstance(target, int) and not isinstance(target, bool):
             target = target_distribution(target, 0.9, num_classes=self._width(model, input_shape))
-        options = {"restarts": 0, **lm_options, "record_inputs": True, "history": True}
+        # float64 unless asked otherwise: the iterates shown then reproduce the
+        # recorded residuals to rounding error when re-evaluated
+        options = {"restarts": 0, "dtype": torch.float64, **lm_options,
+                   "record_inputs": True, "history": True}
         self.result = forward_pass_inv(model, target, n_samples=1, max_iter=max_iter, seed=seed,
                                        input_shape=tuple(input_shape), **options)
         info = self.result.info
@@ -416,8 +419,8 @@ def lm_explorer(model: nn.Module, target: int | torch.Tensor | Sequence[float], 
     """Step through the Levenberg–Marquardt iterations of ForwardPassInv for one image.
 
     Runs ``forward_pass_inv(model, target, n_samples=1, max_iter=max_iter,
-    seed=seed, input_shape=input_shape, restarts=0, record_inputs=True,
-    **lm_options)`` once (the same start as ``forward_pass_inv`` with this seed;
+    seed=seed, input_shape=input_shape, restarts=0, dtype=torch.float64,
+    record_inputs=True, **lm_options)`` once (the same start as ``forward_pass_inv`` with this seed;
     no restarts unless ``lm_options`` asks for them) and shows iteration ``k``
     of that run for the slider's ``k``.
 

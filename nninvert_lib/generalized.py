@@ -77,7 +77,7 @@ import torch
 from torch import nn
 
 from .errors import InversionError
-from .forward import (LMOptions, ProbabilityResidual, _check_options, _merge, _uniform_draw,
+from .forward import (DEFAULT_CHORD, LMOptions, ProbabilityResidual, _check_options, _merge, _uniform_draw,
                       inversion_copy, lm_solve, model_dtype_device)
 from .linear import thresholded_pinv
 from .result import DEFAULT_ATOL, InversionResult, check_target, verify
@@ -463,9 +463,9 @@ def generalized_inv(model: nn.Module, target: torch.Tensor | Sequence, n_samples
     restarts = options.pop("restarts", 0)
     patience = options.pop("patience", 8)
     min_progress = options.pop("min_progress", 0.01)
-    dtype = options.pop("dtype", torch.float64)
+    dtype = options.pop("dtype", None)
     jacobian = options.pop("jacobian", "auto")
-    chord = options.pop("chord", 0)
+    chord = options.pop("chord", DEFAULT_CHORD)
     _check_options(max_iter, atol, tol, tau, max_step, bounds, restarts, chord, patience,
                    min_progress, "logit", "lm", jacobian, dtype)
     tol = atol / 2 if tol is None else tol

@@ -179,7 +179,8 @@ def test_lm_iterate_zero_is_the_random_start_of_forward_pass_inv(lm, fcnn):
     start = torch.rand((1, 1, 28, 28), generator=torch.Generator().manual_seed(0),
                        dtype=torch.float64)
     assert torch.equal(lm.iterates[0], start[0])
-    same = nni.forward_pass_inv(fcnn, target_distribution(3, 0.9), seed=0, restarts=0)
+    same = nni.forward_pass_inv(fcnn, target_distribution(3, 0.9), seed=0, restarts=0,
+                                dtype=torch.float64)
     assert torch.equal(lm.iterates[-1].to(same.inputs.dtype), same.inputs[0])
 
 
