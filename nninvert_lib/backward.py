@@ -103,8 +103,20 @@ reach comes back with ``converged=False`` (never an exception).
 
 Known limits: on small-input deep SELU nets (e.g. 64→48→32→24→16→10 trained to
 near-zero loss) LM seeds rarely converge and anchors are saturated, so the
-default reaches only a few percent there; narrow random LeakyReLU(0.01) nets
-of depth >= 6 need inputs too large for float32 (the tests use slope 0.1).
+default reaches only a few percent there. Random narrowing LeakyReLU nets
+invert until the input they need outgrows the model's precision
+(``benchmarks/leaky_depth.py``, default initialisation, 10 × 4 samples):
+every sample with slope 0.1 up to depth 8 when each layer halves the width,
+up to depth 6 at width ratio 0.75; with slope 0.01, up to depth 4 at ratio 0.5
+and 2 at ratio 0.75. The largest input entry grows about tenfold per layer
+(1e7 at the first failures, 1e12–1e21 where nothing verifies): a negative
+hidden entry is divided by the slope going back and a narrowing layer's
+pseudoinverse amplifies its small singular directions, and the float32 input
+can no longer reproduce the logits. Three other routes were measured on these
+nets and did no better: a per-layer solve minimising the pre-activation norm
+(a convex problem: negative entries weighted by 1/slope²), LM from random
+inputs, and a continuation from the start's own logits to the target. The
+tests use slope 0.1.
 """
 from __future__ import annotations
 
