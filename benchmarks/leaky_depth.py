@@ -30,7 +30,6 @@ import time
 from pathlib import Path
 
 import torch
-from torch import nn
 
 import nninvert_lib as nni
 from nninvert_lib.models.fcnn import make_fcnn
@@ -44,16 +43,6 @@ def narrowing_widths(depth: int, ratio: float, out: int = 10) -> tuple[int, ...]
     for _ in range(depth):
         widths.insert(0, int(round(widths[0] / ratio)))
     return tuple(widths)
-
-
-def leaky_net(widths: tuple[int, ...], slope: float, seed: int) -> nn.Sequential:
-    """A randomly initialised LeakyReLU FCNN (LeakyReLU after every Linear)."""
-    torch.manual_seed(seed)
-    net = make_fcnn(widths, activation="leaky_relu", final_activation=True)
-    for mod in net:
-        if isinstance(mod, nn.LeakyReLU):
-            mod.negative_slope = slope
-    return net.eval()
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -74,7 +63,8 @@ def main(argv: list[str] | None = None) -> dict:
                 widths = narrowing_widths(depth, ratio)
                 if widths[0] > args.max_width:
                     continue
-                net = leaky_net(widths, slope, seed=depth)
+                torch.manual_seed(depth)
+                net = make_fcnn(widths, "leaky_relu", negative_slope=slope).eval()
                 t = time.perf_counter()
                 res = nni.back_pass_inv(net, target, n_samples=args.n, seed=1)
                 big = float(res.inputs.double().abs().max())

@@ -20,11 +20,8 @@ TEN = target_distribution(list(range(10)), 0.9)
 
 def _random_leaky_net(widths, slope=0.1, final=True, seed=0):
     torch.manual_seed(seed)
-    net = make_fcnn(widths, activation="leaky_relu", final_activation=final)
-    for mod in net:
-        if isinstance(mod, nn.LeakyReLU):
-            mod.negative_slope = slope
-    return net.eval()
+    return make_fcnn(widths, "leaky_relu", final_activation=final,
+                     negative_slope=slope).eval()
 
 
 @pytest.fixture(scope="module")

@@ -26,6 +26,9 @@ def test_fcnn_narrows_and_ends_in_selu(name):
 def test_make_fcnn_options_and_errors():
     m = nni.make_fcnn([20, 8, 4], activation="leaky_relu", final_activation=False)
     assert isinstance(m[-1], nn.Linear) and isinstance(m[2], nn.LeakyReLU)
+    assert m[2].negative_slope == 0.01
+    steep = nni.make_fcnn([20, 8, 4], activation="leaky_relu", negative_slope=0.1)
+    assert [a.negative_slope for a in steep if isinstance(a, nn.LeakyReLU)] == [0.1, 0.1]
     with pytest.raises(ValueError, match="at least two"):
         nni.make_fcnn([784])
     with pytest.raises(ValueError, match="activation must be one of"):

@@ -28,7 +28,7 @@ _ACTIVATIONS = {"selu": nn.SELU, "leaky_relu": nn.LeakyReLU, "elu": nn.ELU,
 
 
 def make_fcnn(widths: Sequence[int], activation: str = "selu",
-              final_activation: bool = True) -> nn.Sequential:
+              final_activation: bool = True, negative_slope: float = 0.01) -> nn.Sequential:
     """Build ``Flatten -> [Linear(w_i, w_{i+1}) -> act] ...``.
 
     Args:
@@ -36,6 +36,7 @@ def make_fcnn(widths: Sequence[int], activation: str = "selu",
         activation: one of ``selu``, ``leaky_relu``, ``elu``, ``tanh``, ``relu``, ``identity``.
         final_activation: whether the last Linear is followed by the activation
             too (the paper's FCNNs: yes).
+        negative_slope: LeakyReLU's slope (``activation="leaky_relu"`` only).
 
     Returns:
         ``nn.Sequential`` mapping ``(B, 1, 28, 28)`` (or ``(B, widths[0])``) to
@@ -49,5 +50,6 @@ def make_fcnn(widths: Sequence[int], activation: str = "selu",
     for i, (w_in, w_out) in enumerate(zip(widths[:-1], widths[1:])):
         layers.append(nn.Linear(int(w_in), int(w_out)))
         if final_activation or i < len(widths) - 2:
-            layers.append(_ACTIVATIONS[activation]())
+            layers.append(nn.LeakyReLU(negative_slope) if activation == "leaky_relu"
+                          else _ACTIVATIONS[activation]())
     return nn.Sequential(*layers)
