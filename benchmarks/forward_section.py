@@ -53,8 +53,7 @@ def run_forward(cfg: dict, name: str, device: str = "cpu") -> dict:
     if spec.get("model_targets"):
         kinds["model-produced"] = model_targets(model, classes, device)
     model_dtype = str(next(model.parameters()).dtype).replace("torch.", "")
-    dtype_name = (str(spec["dtype"]).replace("torch.", "") if spec["dtype"] is not None
-                  else f"{model_dtype} (SciPy float64)")
+    dtype_name = str(spec["dtype"]).replace("torch.", "") if spec["dtype"] else model_dtype
     out: dict = {"model": name, "device": device, "val_accuracy": card.get("val_accuracy"),
                  "classes": spec["classes"], "n_per_class": spec["n_per_class"],
                  "max_iter": spec["max_iter"], "dtype": dtype_name,

@@ -36,7 +36,7 @@ FULL = {
     "backward_batches": [1, 100, 10_000],
     "per_sample_count": {"fcnn1": 10, "fcnn2": 5, "fcnn6": 2},
     "forward": {
-        # dtype None: the library's default (LM in the model's dtype, SciPy in float64)
+        # dtype None: the library's default, the model's dtype (both LM and SciPy)
         "fcnn6": {"classes": 10, "n_per_class": 20, "max_iter": 30, "dtype": None,
                   "scipy_subset": 10, "model_targets": False, "fixed_iterations": 10},
         "vit_tiny": {"classes": 10, "n_per_class": 2, "max_iter": 30, "dtype": None,
