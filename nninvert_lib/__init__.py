@@ -12,6 +12,7 @@ from .models import DISPLAY_NAMES, MODEL_NAMES, PAPER_ACCURACY, build_model, mak
 from . import comparison, measures, prior
 from .activations import SELU_ALPHA, SELU_LAMBDA, activation_condition, invert_activation
 from .backward import back_pass_inv, plan_back_pass
+from .collect import collect_verified
 from .forward import forward_pass_inv, levenberg_marquardt
 from .generalized import generalized_inv, head_reachability, invert_head
 from .linear import PseudoInverse, sample_null_space, thresholded_pinv
@@ -40,7 +41,7 @@ __all__ = [
     "invert_softmax", "invert_activation", "activation_condition", "SELU_LAMBDA", "SELU_ALPHA",
     "thresholded_pinv", "sample_null_space", "PseudoInverse",
     "back_pass_inv", "plan_back_pass", "forward_pass_inv", "levenberg_marquardt",
-    "generalized_inv", "invert_head", "head_reachability",
+    "generalized_inv", "invert_head", "head_reachability", "collect_verified",
     "figure3", "figure3_settings", "plot_figure3", "Figure3",
     "null_space_explorer", "lm_explorer", "NullSpaceExplorer", "LMExplorer",
 ]

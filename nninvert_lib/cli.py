@@ -7,6 +7,7 @@ Examples::
     nninvert train fcnn6 --profile paper --device cuda --force
     nninvert models --profile quick            # cached models and their accuracy
     nninvert invert fcnn6 --method back --classes 0 3 --n 20 --out inv.pt --png inv.png
+    nninvert invert vit_tiny --method generalized --n-verified 20   # 20 verified per class
     nninvert figure3 --profile quick --png fig3.png --csv fig3.csv   # Figure 3 as data
     nninvert assignments make                  # student versions into _build/assignments/student
     nninvert assignments grade a1_softmax_selu.ipynb --out grade.json
@@ -123,30 +124,46 @@ def _cmd_data(args: argparse.Namespace) -> int:
     return 0
 
 
-METHODS = ("back", "back-paper", "forward")
+METHODS = ("back", "back-paper", "forward", "generalized")
 
 
 def _cmd_invert(args: argparse.Namespace) -> int:
     import torch
 
     from .backward import back_pass_inv
+    from .collect import collect_verified
     from .forward import forward_pass_inv
+    from .generalized import generalized_inv
     from .result import target_distribution
     from .zoo import load_model
 
     if args.name not in MODEL_NAMES:
         print(f"unknown model {args.name!r}; choose from {list(MODEL_NAMES)}", file=sys.stderr)
         return 2
+    if args.method == "generalized" and args.name.startswith("fcnn"):
+        print("the generalized method inverts a ViT's head and backbone; for an FCNN use "
+              "--method back or forward", file=sys.stderr)
+        return 2
     model, card = load_model(args.name, profile=args.profile, progress=not args.no_progress,
                              data_root=args.data_root)
     target = target_distribution(args.classes, p=args.p)
     if args.method == "forward":
-        result = forward_pass_inv(model, target, n_samples=args.n, seed=args.seed,
-                                  progress=not args.no_progress)
+        method, options = forward_pass_inv, {"progress": not args.no_progress}
+    elif args.method == "generalized":
+        method, options = generalized_inv, {"std": args.std, "max_cond": args.max_cond,
+                                            "progress": not args.no_progress}
     else:
-        result = back_pass_inv(model, target, n_samples=args.n, std=args.std,
-                               max_cond=args.max_cond, seed=args.seed,
-                               strategy="paper" if args.method == "back-paper" else "anchored")
+        method, options = back_pass_inv, {
+            "std": args.std, "max_cond": args.max_cond,
+            "strategy": "paper" if args.method == "back-paper" else "anchored"}
+    if args.n_verified:
+        args.n = args.n_verified
+        result = collect_verified(method, model, target, args.n_verified, seed=args.seed,
+                                  max_rounds=args.max_rounds, **options)
+        print(f"{result.info['rounds']} round(s), attempts per class "
+              f"{result.info['attempts_per_row']}")
+    else:
+        result = method(model, target, n_samples=args.n, seed=args.seed, **options)
     classes = target.argmax(dim=1).repeat_interleave(args.n)
     for c in args.classes:
         ok = result.converged[classes == c]
@@ -230,10 +247,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", metavar="NAME", help=f"model name ({', '.join(MODEL_NAMES)})")
     p.add_argument("--method", choices=METHODS, default="back",
                    help="back: BackPassInv (FCNNs; default), back-paper: the paper's literal "
-                   "BackPassInv, forward: ForwardPassInv (any model)")
+                   "BackPassInv, forward: ForwardPassInv (any model), generalized: the "
+                   "generalized method (ViTs)")
     p.add_argument("--classes", type=int, nargs="+", default=list(range(10)),
                    help="target classes (default 0..9)")
     p.add_argument("--n", type=int, default=10, help="samples per class (default 10)")
+    p.add_argument("--n-verified", type=int, default=None, metavar="N",
+                   help="instead of --n: call the method again for the classes still short "
+                   "until each has N distinct verified inputs (collect_verified)")
+    p.add_argument("--max-rounds", type=int, default=4,
+                   help="calls at most with --n-verified (default 4)")
     p.add_argument("--p", type=float, default=0.9, help="target probability (default 0.9)")
     p.add_argument("--std", type=float, default=0.1, help="null-space noise Std (default 0.1)")
     p.add_argument("--max-cond", type=float, default=100.0, help="SVD threshold (default 100)")

@@ -74,6 +74,7 @@ def test_invert_help_lists_methods(capsys):
     assert exc.value.code == 0
     out = capsys.readouterr().out
     assert "back-paper" in out and "forward" in out and "--classes" in out
+    assert "generalized" in out and "--n-verified" in out
 
 
 @pytest.mark.parametrize("method", ["back", "forward"])
@@ -93,6 +94,25 @@ def test_invert_smoke_saves_verified_inputs(method, fresh_cache, tmp_path, capsy
     ok = ((saved["probs"] - saved["target"]).abs() <= 1e-3).all(dim=1)
     assert torch.equal(ok, saved["converged"])
     assert png.stat().st_size > 1000
+
+
+def test_invert_n_verified_collects_and_reports_rounds(fresh_cache, tmp_path, capsys):
+    import torch
+
+    out = tmp_path / "inv.pt"
+    argv = ["invert", "fcnn1", "--profile", "smoke", "--method", "forward", "--classes", "2",
+            "--n-verified", "2", "--p", "0.5", "--out", str(out), "--no-progress"]
+    assert cli.main(argv) == 0
+    text = capsys.readouterr().out
+    assert "round(s)" in text and "class 2: 2/2 verified" in text
+    saved = torch.load(out, weights_only=True)
+    assert saved["inputs"].shape == (2, 1, 28, 28) and saved["converged"].all()
+
+
+def test_invert_generalized_refuses_an_fcnn(capsys):
+    assert cli.main(["invert", "fcnn1", "--profile", "smoke", "--method", "generalized",
+                     "--no-progress"]) == 2
+    assert "ViT" in capsys.readouterr().err
 
 
 def test_invert_unknown_model_is_refused(capsys):
