@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from pathlib import Path
 
 import nbformat
@@ -345,15 +346,31 @@ def test_first_code_cell_holds_parameters(path):
     assert "parameters" in first.metadata.get("tags", []) and "profile" in first.source
 
 
+#: per-cell limit under smoke; the slowest smoke cell (Figure 3) takes well under a minute
+CELL_TIMEOUT_S = 600
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=_id)
 def test_notebook_runs_under_smoke_profile(path, tmp_path):
     import papermill
 
     out = tmp_path / path.name
-    papermill.execute_notebook(str(path), str(out), parameters={"profile": "smoke"},
-                               cwd=str(path.parent), kernel_name="python3", progress_bar=False,
-                               env=dict(os.environ))
+    for attempt in (1, 2):
+        try:
+            papermill.execute_notebook(str(path), str(out), parameters={"profile": "smoke"},
+                                       cwd=str(path.parent), kernel_name="python3",
+                                       progress_bar=False, env=dict(os.environ),
+                                       execution_timeout=CELL_TIMEOUT_S)
+            break
+        except Exception as exc:  # noqa: BLE001  (only a timeout is retried)
+            if "Timeout" not in type(exc).__name__ or attempt == 2:
+                raise
+            # A cell that takes seconds under smoke went silent: the kernel was idle but
+            # its reply never reached the client (seen once with the ipywidgets explorer
+            # of chapter 5 on a loaded machine). Run the whole notebook once more.
+            warnings.warn(f"{path.name}: a cell timed out after {CELL_TIMEOUT_S} s "
+                          f"({exc.__class__.__name__}); running the notebook again")
     nb = nbformat.read(out, as_version=4)
     errors = [o for c in nb.cells for o in c.get("outputs", []) if o.get("output_type") == "error"]
     assert not errors
