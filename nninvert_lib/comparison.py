@@ -29,11 +29,13 @@ comparison of its own (add ``"generalized_inv"`` for a ViT through
 :func:`plot_figure3` draws the grid.
 
 Results are cached (like the models) under ``<cache>/figure3/<key>/``; the key
-covers the models' checkpoints, the settings and this module's format.
+covers the models' checkpoints, the settings, the inversion functions' default
+arguments and this module's format.
 """
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import math
 import time
@@ -50,7 +52,7 @@ from . import measures, paths
 from .backward import back_pass_inv
 from .data import load_mnist
 from .errors import InversionError
-from .forward import forward_pass_inv
+from .forward import DEFAULT_CHORD, DEFAULT_RESTARTS, forward_pass_inv, levenberg_marquardt
 from .generalized import generalized_inv
 from .models import DISPLAY_NAMES, MODEL_NAMES
 from .prior import gradient_image, max_class_image, percentile_average_image, training_set_probs
@@ -321,9 +323,24 @@ class Figure3:
 
 
 # ----------------------------------------------------------------------------- running
+def _method_defaults() -> dict:
+    """The default arguments of the inversion functions Figure 3 calls: a change of
+    default (e.g. LM's working dtype or chord steps) changes the images, so the key."""
+    out = {}
+    for fn in (back_pass_inv, forward_pass_inv, levenberg_marquardt):
+        params = inspect.signature(fn).parameters.values()
+        out[fn.__name__] = {p.name: repr(p.default) for p in params
+                            if p.default is not inspect.Parameter.empty}
+    out["forward_constants"] = {"DEFAULT_RESTARTS": DEFAULT_RESTARTS,
+                                "DEFAULT_CHORD": DEFAULT_CHORD}
+    return out
+
+
 def _cache_key(settings: Figure3Settings, names: Sequence[str], data_source: str) -> str:
-    """Settings, data and each model's checkpoint key (its recipe, architecture and data)."""
+    """Settings, data, the methods' defaults and each model's checkpoint key (its recipe,
+    architecture and data)."""
     payload = {"format": FORMAT, "settings": settings.to_dict(), "data": data_source,
+               "defaults": _method_defaults(),
                "models": {n: model_key(n, train_config(n, settings.profile), data_source)
                           for n in sorted(names)}}
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
