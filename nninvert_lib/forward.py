@@ -39,7 +39,7 @@ starts each (seed 0), at most 30 iterations, float64, no restarts, verified
 with ``atol=1e-3`` (2-core CPU, one thread)::
 
     forward_pass_inv(model, target_distribution(range(10), 0.9), n_samples=20,
-                     seed=0, restarts=0, residual=...)
+                     seed=0, restarts=0, dtype=torch.float64, chord=0, residual=...)
 
 =========  ===========  ================  =============
 residual   verified     mean iterations   solver time
