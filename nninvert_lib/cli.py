@@ -157,14 +157,13 @@ def _cmd_invert(args: argparse.Namespace) -> int:
             "std": args.std, "max_cond": args.max_cond,
             "strategy": "paper" if args.method == "back-paper" else "anchored"}
     if args.n_verified:
-        args.n = args.n_verified
         result = collect_verified(method, model, target, args.n_verified, seed=args.seed,
                                   max_rounds=args.max_rounds, **options)
         print(f"{result.info['rounds']} round(s), attempts per class "
               f"{result.info['attempts_per_row']}")
     else:
         result = method(model, target, n_samples=args.n, seed=args.seed, **options)
-    classes = target.argmax(dim=1).repeat_interleave(args.n)
+    classes = target.argmax(dim=1).repeat_interleave(len(result.converged) // len(target))
     for c in args.classes:
         ok = result.converged[classes == c]
         print(f"class {c}: {int(ok.sum())}/{len(ok)} verified (atol {result.info.get('atol', 1e-3)})")
