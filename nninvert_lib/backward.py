@@ -155,6 +155,11 @@ ANCHOR_RANGE_FRACTION: float = 0.05
 #: an anchor's hidden entry this close to the edge of the range (relative to
 #: ``max(1, |edge|)``) is saturated: it is held fixed, not inverted.
 SATURATION: float = 1e-3
+#: the masked solves work on ``(rows, out, in)`` float64 slabs of at most this many bytes.
+MASKED_SOLVE_BYTES: int = 32 * 2**20
+#: anchored sampling handles this many samples at a time (bounds its memory:
+#: about 1 MB per sample on FCNN-6 when done all at once).
+ANCHORED_CHUNK: int = 2048
 
 
 # --------------------------------------------------------------------------- the plan
@@ -502,11 +507,17 @@ def _saturated(step: ActivationStep, anchor: torch.Tensor) -> torch.Tensor:
 
 def _masked_solve(weight: torch.Tensor, rhs: torch.Tensor, free: torch.Tensor) -> torch.Tensor:
     """Per row, the minimum-norm ``d`` with ``W d = rhs`` and ``d = 0`` off ``free``:
-    ``d = F Wᵀ (W F Wᵀ)⁺ rhs``, ``F = diag(free)`` (batched ``(r, out)`` → ``(r, in)``)."""
-    wf = weight.unsqueeze(0) * free.unsqueeze(1).to(weight)          # (r, out, in)
-    gram = wf @ wf.transpose(1, 2)                                   # (r, out, out)
-    y = torch.linalg.pinv(gram, hermitian=True) @ rhs.unsqueeze(2)   # (r, out, 1)
-    return (wf.transpose(1, 2) @ y).squeeze(2)
+    ``d = F Wᵀ (W F Wᵀ)⁺ rhs``, ``F = diag(free)`` (batched ``(r, out)`` → ``(r, in)``),
+    in blocks of rows of at most ``MASKED_SOLVE_BYTES`` each."""
+    out, inp = weight.shape
+    block = max(1, MASKED_SOLVE_BYTES // (8 * out * inp))   # rows per (block, out, in) slab
+    d = torch.empty(len(rhs), inp, dtype=weight.dtype, device=weight.device)
+    for s in range(0, len(rhs), block):
+        wf = weight.unsqueeze(0) * free[s:s + block].unsqueeze(1).to(weight)  # (r, out, in)
+        gram = wf @ wf.transpose(1, 2)                                          # (r, out, out)
+        y = torch.linalg.pinv(gram, hermitian=True) @ rhs[s:s + block].unsqueeze(2)
+        d[s:s + block] = (wf.transpose(1, 2) @ y).squeeze(2)
+    return d
 
 
 def _anchored_logits(plan: BackPassPlan, t: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
@@ -676,6 +687,33 @@ class _Finisher:
         self.seconds_lm += time.perf_counter() - t0
         return x, ok
 
+    def anchored(self, x: torch.Tensor, todo_t: torch.Tensor, anchors_t: torch.Tensor,
+                 stage: list[str]) -> list[int]:
+        """Anchored null-space sampling of the samples ``todo_t`` around the
+        verified samples ``anchors_t`` (row by row), written into ``x``, with
+        the noise halved on each retry; returns the samples still failing."""
+        plan, t = self.plan, self.t
+        anchor_vals = plan.forward_values(x[anchors_t])
+        scale = torch.full((len(todo_t),), float(self.std), dtype=torch.float64,
+                           device=plan.device)
+        pending = torch.ones(len(todo_t), dtype=torch.bool, device=plan.device)
+        for _ in range(self.max_retries + 1):
+            p_idx = pending.nonzero().flatten()
+            rows = todo_t[p_idx.cpu()]
+            xa, ok, _ = _anchored_pass(plan, [v[p_idx] for v in anchor_vals], t[rows],
+                                       scale[p_idx], self.std, self.gen)
+            ok[ok.clone()] = self.verified(xa[ok], t[rows][ok])
+            x[rows[ok.cpu()]] = xa[ok]
+            self.hidden_std[rows[ok.cpu()]] = scale[p_idx[ok]].cpu()
+            pending[p_idx[ok]] = False
+            if not pending.any():
+                break
+            self.anchored_retries[todo_t[pending.cpu()]] += 1
+            scale[pending] /= 2
+        for j in todo_t[(~pending).cpu()].tolist():
+            stage[j] = "anchored"
+        return todo_t[pending.cpu()].tolist()
+
     def run(self, x: torch.Tensor, failed: torch.Tensor, stage: list[str],
             seeds_per_target: int) -> None:
         """Fill ``x`` (in place) for the ``failed`` samples; update ``stage``.
@@ -704,7 +742,6 @@ class _Finisher:
                 if ok:
                     good[int(self.target_index[j])].append(j)
         # 2. the rest: anchored null-space sampling around the verified seeds
-        plan = self.plan
         todo, anchors, fallback = [], [], []
         for r, idx in rest.items():
             if not good.get(r):
@@ -714,28 +751,9 @@ class _Finisher:
                 todo.append(j)
                 anchors.append(good[r][k % len(good[r])])
         t0 = time.perf_counter()
-        if todo:
-            todo_t = torch.tensor(todo, dtype=torch.long)
-            anchor_vals = plan.forward_values(x[torch.tensor(anchors, dtype=torch.long)])
-            scale = torch.full((len(todo),), float(self.std), dtype=torch.float64,
-                               device=plan.device)
-            pending = torch.ones(len(todo), dtype=torch.bool, device=plan.device)
-            for _ in range(self.max_retries + 1):
-                p_idx = pending.nonzero().flatten()
-                rows = todo_t[p_idx.cpu()]
-                xa, ok, _ = _anchored_pass(plan, [v[p_idx] for v in anchor_vals], t[rows],
-                                           scale[p_idx], self.std, self.gen)
-                ok[ok.clone()] = self.verified(xa[ok], t[rows][ok])
-                x[rows[ok.cpu()]] = xa[ok]
-                self.hidden_std[rows[ok.cpu()]] = scale[p_idx[ok]].cpu()
-                pending[p_idx[ok]] = False
-                if not pending.any():
-                    break
-                self.anchored_retries[todo_t[pending.cpu()]] += 1
-                scale[pending] /= 2
-            for j in todo_t[(~pending).cpu()].tolist():
-                stage[j] = "anchored"
-            fallback += todo_t[pending.cpu()].tolist()
+        for s in range(0, len(todo), ANCHORED_CHUNK):
+            fallback += self.anchored(x, torch.tensor(todo[s:s + ANCHORED_CHUNK]),
+                                      torch.tensor(anchors[s:s + ANCHORED_CHUNK]), stage)
         self.seconds_anchored = time.perf_counter() - t0
         # 3. whatever is left: LM from its own repaired backward sample
         if fallback:

@@ -144,9 +144,10 @@ def sample_null_space(x_p: torch.Tensor, null_basis: torch.Tensor, std: float = 
     device = generator.device if generator is not None else basis.device
     c = torch.randn(len(xp), k, generator=generator, dtype=torch.float64,
                     device=device).to(basis.device)
-    direction = c @ basis.T                       # N c, (n, in)
-    direction = direction / torch.linalg.vector_norm(direction, dim=1, keepdim=True)
-    scale = std * torch.linalg.vector_norm(xp.to(torch.float64), dim=1, keepdim=True)
-    x = xp.to(torch.float64) + scale * direction
+    x = c @ basis.T                               # N c, (n, in); in place from here on
+    del c
+    xp64 = xp.to(torch.float64)
+    scale = std * torch.linalg.vector_norm(xp64, dim=1, keepdim=True)
+    x.mul_(scale / torch.linalg.vector_norm(x, dim=1, keepdim=True)).add_(xp64)
     x = x.to(x_p.dtype)
     return x[0] if squeeze else x
