@@ -18,7 +18,18 @@ The Jacobian comes from one forward pass with :func:`torch.func.vjp` and ``m``
 vector–Jacobian products batched by :func:`torch.func.vmap`. When the trial
 point of an iteration is accepted, its forward pass is reused for the next
 Jacobian, so one iteration costs one forward pass, one ``m``-row batched VJP
-and a few ``m × m`` solves.
+and a few ``m × m`` solves. ``JJᵀ`` is kept while ``J`` is (chord steps and
+rejected steps reuse it), and the predicted reduction needs no product with
+``J``: ``r + Jδ = μ(JJᵀ + μI)⁻¹r``.
+
+**Row space of the first layer.** For a model that starts with
+``nn.Linear(d → o)``, ``o < d`` (an FCNN), the output depends on ``x`` only
+through ``V x``, where the ``o`` orthonormal rows of ``V`` span the layer's row
+space (a QR of ``W₁ᵀ``). Then ``J = J_w V``, ``JJᵀ = J_w J_wᵀ`` and the
+minimum-norm step is ``δx = Vᵀδw``: LM runs on ``w = V x`` with an
+``o``-column Jacobian and the same iterates (``row_space=True``, the default;
+the part of the start outside the row space is kept). On FCNN-6 (512 < 784)
+this makes an image about 15% cheaper.
 
 **Which residual.** The softmax is invariant to adding a constant to all
 logits, so three residuals share the same roots:
@@ -96,6 +107,7 @@ from __future__ import annotations
 
 import math
 import time
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -288,34 +300,43 @@ class LMOptions:
 
 
 def _lm_step(jac: torch.Tensor, r: torch.Tensor, mu: torch.Tensor, x: torch.Tensor,
-             opts: LMOptions) -> torch.Tensor:
-    """Minimum-norm damped step ``-Jᵀ(JJᵀ + μI)⁻¹ r``, bounded and kept in the box."""
+             opts: LMOptions, gram: torch.Tensor | None = None
+             ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Minimum-norm damped step ``-Jᵀ(JJᵀ + μI)⁻¹ r``, bounded and kept in the box.
 
-    def solve(j: torch.Tensor) -> torch.Tensor:
-        a = j @ j.mT
-        a.diagonal(dim1=-2, dim2=-1).add_(mu[:, None])
+    ``gram`` is ``JJᵀ`` ``(b, m, m)`` when known (it is reused while ``J`` is).
+    Returns ``(s, lin)``: the step ``(b, d)`` (NaN rows where the solve failed)
+    and the linearised residual ``r + J s`` ``(b, m)``, which for the plain
+    step is ``μ (JJᵀ + μI)⁻¹ r`` (no product with ``J`` needed)."""
+
+    def solve(j: torch.Tensor, a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        a = a + torch.diag_embed(mu[:, None].expand(-1, a.shape[-1]))
         y, info = torch.linalg.solve_ex(a, r[:, :, None])
         s = -(j.mT @ y)[:, :, 0]
         bad = (info != 0) | ~torch.isfinite(s).all(dim=1)
-        return torch.where(bad[:, None], torch.full_like(s, math.nan), s)
+        return torch.where(bad[:, None], torch.full_like(s, math.nan), s), y[:, :, 0]
 
-    s = solve(jac)
+    s, y = solve(jac, jac @ jac.mT if gram is None else gram)
+    plain = opts.bounds is None and opts.max_step is None
     if opts.bounds is not None:
         lo, hi = opts.bounds
         blocked = ((x <= lo) & (s < 0)) | ((x >= hi) & (s > 0))
         if blocked.any():
-            s = solve(jac * (~blocked)[:, None, :].to(jac.dtype))
+            jb = jac * (~blocked)[:, None, :].to(jac.dtype)
+            s, y = solve(jb, jb @ jb.mT)
     if opts.max_step is not None:
         size = s.abs().amax(dim=1, keepdim=True)
         s = s * torch.clamp(opts.max_step / size, max=1.0)
     if opts.bounds is not None:
         s = torch.clamp(x + s, *opts.bounds) - x
-    return s
+    lin = mu[:, None] * y if plain else r + (jac @ s[:, :, None])[:, :, 0]
+    return s, lin
 
 
-def _chord_steps(ev, residual, opts: LMOptions, idx, need, jac, x, z, r, cost, err, mu):
+def _chord_steps(ev, residual, opts: LMOptions, idx, need, jac, gram, x, z, r, cost, err, mu):
     """Up to ``opts.chord`` more steps for ``idx[need]`` with the Jacobian ``jac``
-    (``(len(idx), m, d)``, computed before the step just accepted), in place.
+    (``(len(idx), m, d)``, computed before the step just accepted; ``gram`` its
+    ``JJᵀ``), in place.
 
     The step of the modified LM method (Fan, *Math. Comp.* 81, 2012) repeated:
     ``δ = -Jᵀ(JJᵀ + μI)⁻¹ r(y)`` at the new point ``y`` with the old ``J``. A
@@ -329,8 +350,7 @@ def _chord_steps(ev, residual, opts: LMOptions, idx, need, jac, x, z, r, cost, e
         if not bool(going.any()):
             break
         sub = idx[going]
-        j_sub = jac[going]
-        s = _lm_step(j_sub, r[sub], mu[sub], x[sub], opts)
+        s, _ = _lm_step(jac[going], r[sub], mu[sub], x[sub], opts, gram[going])
         ok = torch.isfinite(s).all(dim=1)
         s = torch.where(ok[:, None], s, torch.zeros_like(s))
         x_try = x[sub] + s
@@ -355,7 +375,7 @@ def _chord_steps(ev, residual, opts: LMOptions, idx, need, jac, x, z, r, cost, e
 def lm_solve(fn: Callable[[torch.Tensor], torch.Tensor], x0: torch.Tensor, residual,
              opts: LMOptions, draw: Callable[[int], torch.Tensor] | None = None,
              jacobian: str = "auto", chunk_size: int | None = None,
-             desc: str = "LM") -> dict:
+             desc: str = "LM", subspace: torch.Tensor | None = None) -> dict:
     """Batched Levenberg–Marquardt for ``residual(fn(x)) = 0`` (the engine under
     :func:`levenberg_marquardt`; also used by the generalized method).
 
@@ -369,6 +389,12 @@ def lm_solve(fn: Callable[[torch.Tensor], torch.Tensor], x0: torch.Tensor, resid
         jacobian: ``"vmap"`` (batched VJPs), ``"loop"`` (one backward pass per
             row) or ``"auto"`` (vmap, falling back to loop).
         chunk_size: rows per vmap chunk (memory); None: all at once.
+        subspace: ``(r, d)`` orthonormal rows ``V``: LM runs on the coordinates
+            ``w = V x`` ``(n, r)`` and ``fn`` takes ``w``; the rest of the input,
+            ``x - Vᵀ w``, stays where it started (or restarted), and the
+            returned ``x`` is the full input. When ``fn(x)`` depends on ``x``
+            through ``V x`` only, this is the same iteration as on ``x`` (see
+            :func:`levenberg_marquardt`) with an ``r``-column Jacobian.
 
     Returns:
         dict with ``x`` ``(n, d)``, ``z`` ``(n, K)``, ``error`` ``(n,)``,
@@ -379,19 +405,34 @@ def lm_solve(fn: Callable[[torch.Tensor], torch.Tensor], x0: torch.Tensor, resid
     n = x0.shape[0]
     dev, dt = x0.device, x0.dtype
     every = torch.arange(n, device=dev)
-    x = x0.clone()
+    x_start = w_start = None
+    if subspace is not None:     # x = x_start + Vᵀ(w - w_start): exact while w is unmoved
+        x_start, w_start = x0.clone(), x0 @ subspace.mT
+        x = w_start.clone()
+    else:
+        x = x0.clone()
+
+    def full(rows: torch.Tensor) -> torch.Tensor:
+        """The inputs ``(b, d)`` of samples ``rows``."""
+        if x_start is None:
+            return x[rows]
+        return x_start[rows] + (x[rows] - w_start[rows]) @ subspace
+
     z, handle = ev(x)
     r, g = residual(z, every)
     jac = ev.rows(handle, g, x)
     del handle
+    gram = jac @ jac.mT                                   # JJᵀ, reused while J is
+    scale = torch.clamp(gram.diagonal(dim1=1, dim2=2).amax(dim=1), min=1e-30)  # max diag
     cost = 0.5 * (r ** 2).sum(dim=1)
     err = residual.error(z, every)
 
-    def init_mu(j: torch.Tensor) -> torch.Tensor:
-        d = (j ** 2).sum(dim=2).amax(dim=1)
-        return opts.tau * torch.clamp(d, min=1e-30)
+    def set_jacobian(rows: torch.Tensor, j: torch.Tensor) -> None:
+        jac[rows] = j
+        gram[rows] = a = j @ j.mT
+        scale[rows] = torch.clamp(a.diagonal(dim1=1, dim2=2).amax(dim=1), min=1e-30)
 
-    mu = init_mu(jac)
+    mu = opts.tau * scale
     nu = torch.full((n,), 2.0, dtype=dt, device=dev)
     iters = torch.zeros(n, dtype=torch.long, device=dev)
     restarts = torch.zeros(n, dtype=torch.long, device=dev)
@@ -411,8 +452,8 @@ def lm_solve(fn: Callable[[torch.Tensor], torch.Tensor], x0: torch.Tensor, resid
         hist_e[:, 0] = err.double().cpu()
     hist_x = None
     if opts.record_inputs:
-        hist_x = torch.full((n, opts.max_iter + 1, x.shape[1]), math.nan, dtype=torch.float64)
-        hist_x[:, 0] = x.double().cpu()
+        hist_x = torch.full((n, opts.max_iter + 1, x0.shape[1]), math.nan, dtype=torch.float64)
+        hist_x[:, 0] = x0.double().cpu()
 
     finite0 = torch.isfinite(cost) & torch.isfinite(jac).flatten(1).all(dim=1)
     active = ~(err <= opts.tol) & finite0
@@ -432,12 +473,11 @@ def lm_solve(fn: Callable[[torch.Tensor], torch.Tensor], x0: torch.Tensor, resid
     it = 0
     while bool(active.any()):
         idx = torch.nonzero(active).flatten()
-        xi, ri, ji, mui = x[idx], r[idx], jac[idx], mu[idx]
-        s = _lm_step(ji, ri, mui, xi, opts)
+        xi, ri, ji, gi, mui = x[idx], r[idx], jac[idx], gram[idx], mu[idx]
+        s, lin = _lm_step(ji, ri, mui, xi, opts, gi)
         ok_step = torch.isfinite(s).all(dim=1)
         s = torch.where(ok_step[:, None], s, torch.zeros_like(s))
         x_new = xi + s
-        lin = ri + (ji @ s[:, :, None])[:, :, 0]
         pred = cost[idx] - 0.5 * (lin ** 2).sum(dim=1)
         if opts.chord:
             z_new, handle = ev.value(x_new), None
@@ -452,8 +492,7 @@ def lm_solve(fn: Callable[[torch.Tensor], torch.Tensor], x0: torch.Tensor, resid
         rho = torch.where(acc, rho, torch.zeros_like(rho))
         factor = torch.clamp(1 - (2 * rho - 1) ** 3, min=1 / 3)
         mu_new = torch.where(acc, mui * factor, mui * nu[idx])
-        mu[idx] = torch.clamp(mu_new, min=1e-12 * torch.clamp(
-            (ji ** 2).sum(dim=2).amax(dim=1), min=1e-30))
+        mu[idx] = torch.clamp(mu_new, min=1e-12 * scale[idx])
         nu[idx] = torch.where(acc, torch.full_like(mui, 2.0), nu[idx] * 2)
         rejected[idx] = torch.where(acc, torch.zeros_like(idx), rejected[idx] + 1)
         iters[idx] += 1
@@ -468,17 +507,18 @@ def lm_solve(fn: Callable[[torch.Tensor], torch.Tensor], x0: torch.Tensor, resid
         need = acc & ~done & ~out_of_budget
         if opts.chord and bool(need.any()):
             # extra steps with the same Jacobian: a forward pass each, no new VJP
-            done = done | _chord_steps(ev, residual, opts, idx, need, ji, x, z, r, cost, err, mu)
+            done = done | _chord_steps(ev, residual, opts, idx, need, ji, gi, x, z, r, cost,
+                                       err, mu)
             need = need & ~done
             if bool(need.any()):
                 sub = idx[need]
                 z_sub, h_sub = ev(x[sub])
                 r_sub, g_sub = residual(z_sub, sub)
-                jac[sub] = ev.rows(h_sub, g_sub, x[sub])
+                set_jacobian(sub, ev.rows(h_sub, g_sub, x[sub]))
                 del h_sub
         elif bool(need.any()):
             rows = ev.rows(handle, g_new, x_new)
-            jac[idx[need]] = rows[need]
+            set_jacobian(idx[need], rows[need])
         del handle
 
         norm_now = r[idx].norm(dim=1)
@@ -490,14 +530,18 @@ def lm_solve(fn: Callable[[torch.Tensor], torch.Tensor], x0: torch.Tensor, resid
         if draw is not None and bool(again.any()):
             ir = idx[again]
             xr = draw(len(ir)).to(device=dev, dtype=dt)
+            if x_start is not None:
+                x_start[ir], w_start[ir] = xr, xr @ subspace.mT
+                xr = w_start[ir]
             zr, hr = ev(xr)
             rr, gr = residual(zr, ir)
             jr = ev.rows(hr, gr, xr)
             del hr
-            x[ir], z[ir], r[ir], jac[ir] = xr, zr, rr, jr
+            x[ir], z[ir], r[ir] = xr, zr, rr
+            set_jacobian(ir, jr)
             cost[ir] = 0.5 * (rr ** 2).sum(dim=1)
             err[ir] = residual.error(zr, ir)
-            mu[ir] = init_mu(jr)
+            mu[ir] = opts.tau * scale[ir]
             nu[ir] = 2.0
             rejected[ir] = 0
             since[ir] = 0
@@ -514,18 +558,19 @@ def lm_solve(fn: Callable[[torch.Tensor], torch.Tensor], x0: torch.Tensor, resid
             hist_mu[cpu_idx, col] = mu[idx].double().cpu()
             hist_rho[cpu_idx, col] = rho_seen.double().cpu()
         if hist_x is not None:
-            hist_x[idx.cpu(), iters[idx].cpu()] = x[idx].double().cpu()
+            hist_x[idx.cpu(), iters[idx].cpu()] = full(idx).double().cpu()
         stop = done | out_of_budget | stalled
-        for j, i in enumerate(idx.tolist()):
-            if bool(done[j]):
+        flags = zip(idx[stop].tolist(), done[stop].tolist(), stalled[stop].tolist())
+        for i, done_i, stalled_i in flags:
+            if done_i:
                 reasons[i] = "converged"
-            elif bool(stalled[j]):
+            elif stalled_i:
                 many = int(rejected[i]) >= opts.patience
                 why = (f"{opts.patience} rejected steps in a row" if many
                        else f"|r| fell by < {opts.min_progress:.0%} in {opts.patience} steps")
                 reasons[i] = (f"stalled: {why} (error {float(err[i]):.2e}, damping "
                               f"mu={float(mu[i]):.2e}) after {int(restarts[i])} restarts")
-            elif bool(out_of_budget[j]):
+            else:
                 reasons[i] = f"max_iter={opts.max_iter} reached (error {float(err[i]):.2e})"
         active[idx[stop]] = False
         it += 1
@@ -534,12 +579,70 @@ def lm_solve(fn: Callable[[torch.Tensor], torch.Tensor], x0: torch.Tensor, resid
             bar.set_postfix(active=int(active.sum()), converged=reasons.count("converged"))
     if bar is not None:
         bar.close()
-    return {"x": x, "z": z, "error": err, "iterations": iters.cpu(), "restarts": restarts.cpu(),
+    return {"x": full(every), "z": z, "error": err, "iterations": iters.cpu(), "restarts": restarts.cpu(),
             "reasons": reasons, "mu": mu.cpu(), "residual_history": hist_r,
             "error_history": hist_e, "mu_history": hist_mu, "gain_ratio_history": hist_rho,
             "n_forward": ev.n_forward, "n_vjp": ev.n_vjp,
             "jacobian": ev.mode, "jacobian_fallback": ev.fallback,
             **({} if hist_x is None else {"input_history": hist_x})}
+
+
+_ROW_SPACE_CACHE: "weakref.WeakKeyDictionary[nn.Module, tuple]" = weakref.WeakKeyDictionary()
+
+
+def _row_space_split(net: nn.Module, input_shape: tuple[int, ...],
+                     owner: nn.Module | None = None) -> tuple[nn.Module, torch.Tensor] | None:
+    """For ``net = Sequential(Flatten?, Linear(d → o), rest...)`` with ``o < d``:
+    ``(net_w, V)`` where the orthonormal rows of ``V`` ``(o, d)`` span the row
+    space of ``W₁`` (``W₁ᵀ = QR``, ``V = Qᵀ``, so ``W₁ = Rᵀ V`` at any rank) and
+    ``net_w(w) = rest(Rᵀ w + b₁)``, so that ``net(x) = net_w(V x)``. None for
+    any other model. The QR is cached per ``owner`` (the caller's model, held
+    weakly) until one of its parameters changes."""
+    mods: list[nn.Module] = []
+
+    def walk(m: nn.Module) -> None:
+        if isinstance(m, nn.Sequential):
+            for c in m.children():
+                walk(c)
+        else:
+            mods.append(m)
+
+    if not isinstance(net, nn.Sequential):
+        return None
+    walk(net)
+    d = math.prod(input_shape)
+    i = 0
+    if mods and isinstance(mods[0], nn.Flatten):
+        if (mods[0].start_dim, mods[0].end_dim) != (1, -1):
+            return None
+        i = 1
+    elif len(input_shape) != 1:
+        return None
+    if len(mods) <= i or not isinstance(mods[i], nn.Linear) or mods[i].in_features != d:
+        return None
+    first = mods[i]
+    o = first.out_features
+    if o >= d:
+        return None
+    key = None if owner is None else (
+        tuple((p.data_ptr(), p._version) for p in owner.parameters()),
+        first.weight.dtype, str(first.weight.device), d)
+    cached = None if owner is None else _ROW_SPACE_CACHE.get(owner)
+    if cached is not None and cached[0] == key:
+        q, rr = cached[1]
+    else:
+        q, rr = torch.linalg.qr(first.weight.detach().to(torch.float64).mT)  # (d, o), (o, o)
+        if owner is not None:
+            _ROW_SPACE_CACHE[owner] = (key, (q, rr))
+    lin = torch.nn.utils.skip_init(nn.Linear, o, o, bias=first.bias is not None,  # no RNG use
+                                   device=first.weight.device, dtype=first.weight.dtype)
+    with torch.no_grad():
+        lin.weight.copy_(rr.mT)
+        if first.bias is not None:
+            lin.bias.copy_(first.bias)
+    lin.requires_grad_(False)
+    net_w = nn.Sequential(lin, *mods[i + 1:]).eval()
+    return net_w, q.mT.contiguous().to(device=first.weight.device, dtype=first.weight.dtype)
 
 
 # --------------------------------------------------------------------------- SciPy path
@@ -685,7 +788,7 @@ def levenberg_marquardt(model: nn.Module, x0: torch.Tensor, target: torch.Tensor
                         dtype: torch.dtype | None = None, jacobian: str = "auto",
                         chunk_size: int | None = None, batch_size: int | None = None,
                         history: bool = True, record_inputs: bool = False,
-                        progress: bool = False) -> InversionResult:
+                        progress: bool = False, row_space: bool = True) -> InversionResult:
     """Levenberg–Marquardt on the input, from given starting points, to reach ``target``.
 
     Solves ``r(x) = 0`` (see the module docstring for the residuals and the step)
@@ -733,6 +836,16 @@ def levenberg_marquardt(model: nn.Module, x0: torch.Tensor, target: torch.Tensor
             new start), NaN after a sample stopped, so that its ``‖r‖`` is
             ``residual_history[:, k]``. ``method="lm"`` only.
         progress: show a ``tqdm.auto`` progress bar.
+        row_space: for a model that starts with ``nn.Linear(d → o)``, ``o < d``
+            (after an optional ``nn.Flatten``; FCNN-6: 512 < 784), run LM on the
+            input's coordinates ``w = V x`` in that layer's row space (``V``:
+            orthonormal rows, from a QR of ``W₁ᵀ`` per call, so ``W₁ = Rᵀ V``).
+            The output depends on ``x`` only through ``V x``, so ``J = J_w V``:
+            ``JJᵀ = J_w J_wᵀ`` and the minimum-norm step is ``δx = Vᵀ δw``, the
+            same iteration with an ``o``-column Jacobian (and a first layer
+            ``o × o`` instead of ``o × d``). ``method="lm"`` without ``bounds``
+            or ``max_step`` only (those act on ``x`` entry by entry); recorded
+            in ``info["row_space_dim"]`` (None when not used).
 
     Returns:
         :class:`~nninvert_lib.result.InversionResult` whose ``inputs`` have the
@@ -798,13 +911,18 @@ def levenberg_marquardt(model: nn.Module, x0: torch.Tensor, target: torch.Tensor
     if opts.bounds is not None:
         xf = xf.clamp(*opts.bounds)
     t0 = time.perf_counter()
+    split = None
+    if row_space and method == "lm" and opts.bounds is None and max_step is None:
+        split = _row_space_split(net, input_shape, owner=model)
+    lm_fn, basis = (fn, None) if split is None else split
     size = max(n, 1) if batch_size is None else max(1, int(batch_size))
     parts = []
     for start in range(0, n, size):
         sl = slice(start, min(n, start + size))
         res = ProbabilityResidual(residual, tgt[sl])
         if method == "lm":
-            parts.append(lm_solve(fn, xf[sl], res, opts, draw, jacobian, chunk_size))
+            parts.append(lm_solve(lm_fn, xf[sl], res, opts, draw, jacobian, chunk_size,
+                                  subspace=basis))
         else:
             parts.append(_scipy_solve(fn, xf[sl], res, opts, jacobian, chunk_size))
     seconds = time.perf_counter() - t0
@@ -818,6 +936,7 @@ def levenberg_marquardt(model: nn.Module, x0: torch.Tensor, target: torch.Tensor
     info.update(method=method, residual=residual, max_iter=max_iter, atol=atol, tol=tol,
                 tau=tau, max_step=max_step, bounds=opts.bounds, restarts_allowed=restarts,
                 chord=chord, patience=patience, min_progress=min_progress, dtype=str(work),
+                row_space_dim=None if basis is None else int(basis.shape[0]),
                 device=str(device), seconds=seconds,
                 fused_attn_disabled=n_fused, input_shape=input_shape)
     return InversionResult(inputs=inputs, probs=probs, target=target64.to(probs),
@@ -845,7 +964,7 @@ def _merge(parts: list[dict], n: int, max_iter: int) -> dict:
 _FORWARD_OPTIONS = ("atol", "residual", "method", "tol", "tau", "max_step", "bounds", "restarts",
                     "chord", "patience", "min_progress", "generator", "init_range", "dtype",
                     "jacobian", "chunk_size", "batch_size", "history", "record_inputs",
-                    "progress")
+                    "progress", "row_space")
 
 
 def forward_pass_inv(model: nn.Module, target: torch.Tensor | Sequence, n_samples: int = 1,

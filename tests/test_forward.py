@@ -313,3 +313,46 @@ def test_record_inputs_keeps_every_iterate(selu_fcnn):
     with pytest.raises(InversionError, match="record_inputs"):
         forward_pass_inv(selu_fcnn, target, input_shape=SHAPE, record_inputs=True,
                          method="scipy")
+
+
+def test_row_space_iteration_is_the_same_iteration_on_the_input(selu_fcnn):
+    """LM on the coordinates in the first layer's row space takes the same steps
+    as LM on the input (float64): same iteration counts, same inputs."""
+    model = selu_fcnn.double()
+    target = target_distribution([0, 4, 9], 0.9)
+    kw = dict(n_samples=2, seed=3, input_shape=SHAPE, chord=0)
+    on_w = forward_pass_inv(model, target, **kw)
+    on_x = forward_pass_inv(model, target, row_space=False, **kw)
+    assert on_w.info["row_space_dim"] == 32 and on_x.info["row_space_dim"] is None
+    assert on_w.converged.all() and on_x.converged.all()
+    assert on_w.info["iterations"].tolist() == on_x.info["iterations"].tolist()
+    assert torch.allclose(on_w.inputs, on_x.inputs, atol=1e-8, rtol=0)
+    # the component of the start outside the row space is kept
+    w1 = model[1].weight.detach()
+    x0 = on_w.info["x0"].reshape(6, -1).double()
+    null = torch.eye(64, dtype=torch.float64) - torch.linalg.pinv(w1) @ w1
+    moved = on_w.inputs.reshape(6, -1) - x0
+    assert (moved @ null).abs().max() < 1e-10 and moved.norm(dim=1).min() > 1e-3
+
+
+def test_row_space_is_skipped_where_it_does_not_apply(selu_fcnn):
+    target = target_distribution(2, 0.9)
+    boxed = forward_pass_inv(selu_fcnn, target, seed=0, input_shape=SHAPE, bounds=(0.0, 1.0))
+    assert boxed.info["row_space_dim"] is None
+    wide = _seeded(lambda: nni.make_fcnn([16, 32, 10], activation="selu"))   # o > d
+    res = forward_pass_inv(wide, target, seed=0, input_shape=(16,))
+    assert res.info["row_space_dim"] is None and res.converged.all()
+    hist = forward_pass_inv(selu_fcnn, target, seed=0, input_shape=SHAPE, record_inputs=True)
+    assert hist.info["row_space_dim"] == 32
+    last = hist.info["iterations"][0]
+    assert torch.allclose(hist.info["input_history"][0, last].float(), hist.inputs[0],
+                          atol=1e-6)
+
+
+def test_row_space_cache_follows_in_place_weight_changes(selu_fcnn):
+    target = target_distribution(5, 0.9)
+    assert forward_pass_inv(selu_fcnn, target, seed=0, input_shape=SHAPE).converged.all()
+    with torch.no_grad():
+        selu_fcnn[1].weight.mul_(-1.5)   # a stale QR would invert another network
+    res = forward_pass_inv(selu_fcnn, target, seed=0, input_shape=SHAPE)
+    assert res.info["row_space_dim"] == 32 and res.converged.all()
