@@ -15,13 +15,24 @@ default initialisation (seed = depth), runs the default ``back_pass_inv`` on
 ``target_distribution(c, 0.9)`` for c = 0..9, ``--n`` samples each (seed 1),
 and records the verified success rate and the largest input entry.
 
-    python benchmarks/leaky_depth.py            # about 2 minutes on one CPU thread
+``--continuation`` also measures a global alternative: a continuation in the
+negative slope (:func:`slope_continuation`). At slope 1 the network is affine
+and LM from ``x = 0`` reaches the minimum-norm preimage in a step or two; the
+slope is then lowered geometrically to the network's own in ``--stages``
+stages, each finished by LM (float64) from the previous stage's inputs. It
+keeps the inputs small (largest entry ~1e3–1e5 instead of 1e7–1e21), but
+the path of solutions folds back (LM stalls with the error stuck at
+0.3–0.5) part of the way down for most targets.
+
+    python benchmarks/leaky_depth.py                  # about 2 minutes on one CPU thread
+    python benchmarks/leaky_depth.py --continuation   # a few minutes more
 
 Writes ``benchmarks/results/<date>-<host>-leaky-depth.{json,md}`` (or ``--out``).
 """
 from __future__ import annotations
 
 import argparse
+import copy
 import datetime as _dt
 import json
 import math
@@ -45,6 +56,27 @@ def narrowing_widths(depth: int, ratio: float, out: int = 10) -> tuple[int, ...]
     return tuple(widths)
 
 
+def slope_continuation(net: torch.nn.Module, target: torch.Tensor, slope: float,
+                       stages: int = 30, max_iter: int = 30) -> tuple[torch.Tensor, int]:
+    """Inputs ``(n, in)`` for ``target`` ``(n, K)`` by continuation in the
+    LeakyReLU slope from 1 down to ``slope`` (on a float64 copy of ``net``),
+    and the stage at which the first sample stopped converging (``stages + 1``:
+    none did)."""
+    work = copy.deepcopy(net).double()
+    leaky = [m for m in work.modules() if isinstance(m, torch.nn.LeakyReLU)]
+    width = next(m for m in work.modules() if isinstance(m, torch.nn.Linear)).in_features
+    x = torch.zeros(len(target), width, dtype=torch.float64)
+    first_fail = stages + 1
+    for k in range(stages + 1):
+        for m in leaky:
+            m.negative_slope = math.exp(math.log(slope) * k / stages)
+        res = nni.levenberg_marquardt(work, x, target, max_iter=max_iter, tol=1e-6)
+        x = res.inputs.double()
+        if not res.converged.all() and first_fail > stages:
+            first_fail = k
+    return x, first_fail
+
+
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--slopes", type=float, nargs="+", default=[0.1, 0.01])
@@ -53,6 +85,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--max-width", type=int, default=3000,
                     help="skip networks whose input is wider (SVD time)")
     ap.add_argument("--n", type=int, default=4, help="samples per class")
+    ap.add_argument("--continuation", action="store_true",
+                    help="also measure the continuation in the slope (slope_continuation)")
+    ap.add_argument("--stages", type=int, default=30, help="stages of the continuation")
     ap.add_argument("--out", type=Path, default=HERE / "results")
     args = ap.parse_args(argv)
     target = nni.target_distribution(list(range(10)), 0.9)
@@ -72,18 +107,39 @@ def main(argv: list[str] | None = None) -> dict:
                              "input_width": widths[0], "success_rate": float(res.success_rate),
                              "max_abs_input": big if math.isfinite(big) else None,
                              "seconds": time.perf_counter() - t})
+                if args.continuation:
+                    t = time.perf_counter()
+                    rows_t = target.repeat_interleave(args.n, dim=0)
+                    x, first_fail = slope_continuation(net, rows_t, slope, args.stages)
+                    ok = nni.verify(net, x.to(torch.float32), rows_t)[1]
+                    rows[-1]["continuation"] = {
+                        "success_rate": float(ok.double().mean()),
+                        "max_abs_input": float(x.abs().max()),
+                        "first_failing_slope": (None if first_fail > args.stages else
+                                                slope ** (first_fail / args.stages)),
+                        "seconds": time.perf_counter() - t}
                 print(rows[-1], flush=True)
     out = {"date": _dt.date.today().isoformat(), "host": platform.node(),
            "torch": torch.__version__, "n_per_class": args.n, "rows": rows}
     args.out.mkdir(parents=True, exist_ok=True)
     stem = args.out / f"{out['date']}-{out['host']}-leaky-depth"
     stem.with_suffix(".json").write_text(json.dumps(out, indent=1))
-    lines = ["| slope | width ratio | depth | input width | verified | largest input entry |",
-             "|---:|---:|---:|---:|---:|---:|"]
+    head = "| slope | width ratio | depth | input width | verified | largest input entry |"
+    rule = "|---:|---:|---:|---:|---:|---:|"
+    if args.continuation:
+        head += (" continuation: verified | its largest input entry | slope where LM "
+                 "first stalls |")
+        rule += "---:|---:|---:|"
+    lines = [head, rule]
     for r in rows:
         big = "—" if r["max_abs_input"] is None else f"{r['max_abs_input']:.2g}"
-        lines.append(f"| {r['slope']} | {r['ratio']} | {r['depth']} | {r['input_width']} | "
-                     f"{r['success_rate']:.0%} | {big} |")
+        line = (f"| {r['slope']} | {r['ratio']} | {r['depth']} | {r['input_width']} | "
+                f"{r['success_rate']:.0%} | {big} |")
+        c = r.get("continuation")
+        if c:
+            stall = "—" if c["first_failing_slope"] is None else f"{c['first_failing_slope']:.2g}"
+            line += f" {c['success_rate']:.0%} | {c['max_abs_input']:.2g} | {stall} |"
+        lines.append(line)
     stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print(f"wrote {stem}.json and .md")
     return out

@@ -31,3 +31,22 @@ def test_per_sample_baseline_inverts_a_narrowing_selu_net():
         model = nni.make_fcnn([784, 10])
     verified, n = per_sample_back_pass(model, nni.target_distribution([0, 3, 7]), seed=0)
     assert (verified, n) == (3, 3)
+
+
+def test_slope_continuation_inverts_a_shallow_leaky_net():
+    """The continuation that ``leaky_depth.py --continuation`` compares against
+    must reach targets where its path does not fold (a shallow net)."""
+    sys.path.insert(0, str(BENCH))
+    try:
+        from leaky_depth import narrowing_widths, slope_continuation
+    finally:
+        sys.path.remove(str(BENCH))
+    assert narrowing_widths(3, 0.5) == (80, 40, 20, 10)
+    with torch.random.fork_rng():
+        torch.manual_seed(2)
+        net = nni.make_fcnn(narrowing_widths(2, 0.5), "leaky_relu", negative_slope=0.1).eval()
+    target = nni.target_distribution([0, 5], 0.9)
+    x, first_fail = slope_continuation(net, target, 0.1, stages=5)
+    assert first_fail == 6                       # no stage failed
+    assert nni.verify(net, x.float(), target)[1].all()
+    assert x.abs().max() < 1e4
