@@ -431,12 +431,15 @@ def _execute(nb: NotebookNode, cwd: Path, timeout: int, kernel_name: str) -> str
     from nbclient import NotebookClient
     from nbclient.exceptions import DeadKernelError
 
+    from .kernelpoll import sliced_channel_polls
+
     client = NotebookClient(nb, timeout=timeout, kernel_name=kernel_name, allow_errors=True,
                             interrupt_on_timeout=True, record_timing=False,
                             shutdown_kernel="immediate",   # outputs are in; saves ~3 s
                             resources={"metadata": {"path": str(cwd)}})
     try:
-        client.execute()
+        with sliced_channel_polls():
+            client.execute()
     except DeadKernelError as exc:
         return f"the kernel died: {exc}"
     except Exception as exc:   # noqa: BLE001 - report whatever stopped the run

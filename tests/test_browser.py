@@ -383,7 +383,7 @@ def test_screenshots_of_three_chapters(site, chrome):
 
 
 def _widget_book(root: Path) -> Path:
-    """A one-notebook Jupyter Book that displays an IntSlider, using the book's extension."""
+    """A one-notebook Jupyter Book that displays an IntSlider, using the book's extensions."""
     import nbformat
 
     root.mkdir(parents=True, exist_ok=True)
@@ -391,7 +391,8 @@ def _widget_book(root: Path) -> Path:
         "title": "widget check",
         "only_build_toc_files": True,
         "execute": {"execute_notebooks": "cache", "timeout": 300},
-        "sphinx": {"local_extensions": {"vendor_js": str(ROOT / "book" / "_ext")}},
+        "sphinx": {"local_extensions": {"vendor_js": str(ROOT / "book" / "_ext"),
+                                        "kernel_polls": str(ROOT / "book" / "_ext")}},
     }))
     (root / "_toc.yml").write_text("format: jb-book\nroot: slider\n")
     nb = nbformat.v4.new_notebook()

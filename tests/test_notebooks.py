@@ -347,42 +347,17 @@ def test_first_code_cell_holds_parameters(path):
 
 #: per-cell limit under smoke; the slowest smoke cell (Figure 3) takes well under a minute
 CELL_TIMEOUT_S = 300
-#: the client waits for a kernel message in slices of this many seconds (see below)
-POLL_SLICE_S = 5.0
 
 
 @pytest.fixture
-def sliced_channel_polls(monkeypatch):
-    """Make the notebook client re-poll its kernel channels every ``POLL_SLICE_S``.
+def sliced_channel_polls():
+    """The notebook client re-polls its kernel channels every few seconds
+    (:mod:`nninvert_lib.kernelpoll`: a lost socket wake-up costs seconds, not the
+    cell limit)."""
+    from nninvert_lib.kernelpoll import sliced_channel_polls as sliced
 
-    nbclient waits for a cell's reply with one ``get_msg(timeout=<cell limit>)``, a
-    single asyncio poll of the shell socket. Twice (chapter 5's and chapter 7's
-    explorer cells, on a loaded machine) a cell sat until the limit with the kernel
-    idle and no output recorded. The likeliest cause is a lost wake-up of the
-    edge-triggered socket (nbclient issue 312 reports the same symptom with
-    widgets); a fresh poll reads the socket's state again, so waiting in slices
-    would turn it into a few seconds' delay. If the cause lies elsewhere, the
-    rerun below still catches it."""
-    from queue import Empty
-    from time import monotonic
-
-    from jupyter_client.channels import AsyncZMQSocketChannel
-
-    original = AsyncZMQSocketChannel.get_msg
-
-    async def get_msg(self, timeout=None):
-        if timeout is not None and timeout <= POLL_SLICE_S:
-            return await original(self, timeout)
-        deadline = None if timeout is None else monotonic() + timeout
-        while True:
-            left = POLL_SLICE_S if deadline is None else deadline - monotonic()
-            try:
-                return await original(self, max(0.0, min(POLL_SLICE_S, left)))
-            except Empty:
-                if deadline is not None and monotonic() >= deadline:
-                    raise
-
-    monkeypatch.setattr(AsyncZMQSocketChannel, "get_msg", get_msg)
+    with sliced():
+        yield
 
 
 @pytest.mark.slow
@@ -402,7 +377,7 @@ def test_notebook_runs_under_smoke_profile(path, tmp_path, sliced_channel_polls)
             if "Timeout" not in type(exc).__name__ or attempt == 2:
                 raise
             # A cell that takes seconds under smoke went silent with the kernel idle
-            # (see sliced_channel_polls). Run the whole notebook once more.
+            # (see nninvert_lib.kernelpoll). Run the whole notebook once more.
             warnings.warn(f"{path.name}: a cell timed out after {CELL_TIMEOUT_S} s "
                           f"({exc.__class__.__name__}); running the notebook again")
     nb = nbformat.read(out, as_version=4)
