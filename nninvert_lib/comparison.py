@@ -336,11 +336,21 @@ def _method_defaults() -> dict:
     return out
 
 
+def _methods_source() -> str:
+    """A hash of the source of the modules that compute Figure 3's images: a change of
+    the algorithms (not only of a default) changes the images, so the key."""
+    from . import activations, backward, forward, generalized, linear, modelcopy, prior, \
+        result, softmax
+    text = "".join(inspect.getsource(m) for m in (activations, backward, forward, generalized,
+                                                   linear, modelcopy, prior, result, softmax))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
 def _cache_key(settings: Figure3Settings, names: Sequence[str], data_source: str) -> str:
-    """Settings, data, the methods' defaults and each model's checkpoint key (its recipe,
-    architecture and data)."""
+    """Settings, data, the methods' defaults and source, and each model's checkpoint key
+    (its recipe, architecture and data)."""
     payload = {"format": FORMAT, "settings": settings.to_dict(), "data": data_source,
-               "defaults": _method_defaults(),
+               "defaults": _method_defaults(), "source": _methods_source(),
                "models": {n: model_key(n, train_config(n, settings.profile), data_source)
                           for n in sorted(names)}}
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]

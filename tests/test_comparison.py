@@ -129,3 +129,15 @@ def test_invalid_settings_raise(changes, match):
 def test_unknown_profile_raises():
     with pytest.raises(InversionError, match="profile"):
         f3.figure3_settings("huge")
+
+
+def test_cache_key_follows_the_methods_source_and_defaults(monkeypatch):
+    """Cached Figure 3 images are reused only by the code that computed them."""
+    settings = f3.Figure3Settings(profile="smoke")
+    key = f3._cache_key(settings, ["fcnn1"], "mnist")
+    assert key == f3._cache_key(settings, ["fcnn1"], "mnist")
+    monkeypatch.setattr(f3, "_methods_source", lambda: "another version")
+    assert f3._cache_key(settings, ["fcnn1"], "mnist") != key
+    monkeypatch.undo()
+    monkeypatch.setattr(f3, "DEFAULT_CHORD", f3.DEFAULT_CHORD + 1)
+    assert f3._cache_key(settings, ["fcnn1"], "mnist") != key
