@@ -57,14 +57,15 @@ BOOK_OUT := $(if $(filter quick,$(PROFILE)),.,_build/profile-$(PROFILE))
 vendor-js: venv
 	$(PY) book/_ext/vendor_js.py
 
-# The execution cache is keyed by each notebook's code cells only; outputs computed with
-# another version of the library are dropped so that every page shows what this one computes.
+# The execution cache is keyed by each notebook's code cells only, and Sphinx reads (so
+# executes) only changed sources; outputs computed with another version of the library are
+# dropped, with the parsed pages, so that every page shows what this one computes.
 LIB_HASH = $(shell cat $(sort $(wildcard nninvert_lib/*.py nninvert_lib/*/*.py)) | sha256sum | cut -c1-16)
 
 book: venv train vendor-js
 	@if [ "$$(cat $(BOOK_OUT)/_build/.library-hash 2>/dev/null)" != "$(LIB_HASH)" ]; then \
 		echo "the library changed since the last build: executing every notebook again"; \
-		rm -rf $(BOOK_OUT)/_build/.jupyter_cache; fi
+		rm -rf $(BOOK_OUT)/_build/.jupyter_cache $(BOOK_OUT)/_build/.doctrees; fi
 	NNINVERT_PROFILE=$(PROFILE) $(VENV)/bin/jupyter-book build . --path-output $(BOOK_OUT) -W --keep-going
 	@echo $(LIB_HASH) > $(BOOK_OUT)/_build/.library-hash
 	@echo "The book ($(PROFILE) profile) is at file://$(abspath $(BOOK_OUT)/_build/html/index.html)"
