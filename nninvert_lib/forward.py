@@ -55,18 +55,21 @@ with ``atol=1e-3`` (2-core CPU, one thread)::
 =========  ===========  ================  =============
 residual   verified     mean iterations   solver time
 =========  ===========  ================  =============
-logit      200 / 200    16.2              2.5 s
-prob         0 / 200    25.7 (stalled)    3.8 s
-logprob    200 / 200    16.7              2.7 s
-wlogit     141 / 200    25.0              4.2 s
+logit      200 / 200    16.2              1.2 s
+prob         0 / 200    25.7 (stalled)    1.7 s
+logprob    200 / 200    16.7              1.2 s
+wlogit     141 / 200    25.0              1.7 s
 =========  ===========  ================  =============
+
+(The same counts and iterations with ``row_space=False``, at 1.4, 2.2, 1.6 and
+2.1 s.)
 
 ``"prob"`` stalls where the softmax saturates; ``"wlogit"`` under-weights the
 nine small classes, whose relative tolerance (``1e-3 / 0.011``) is what the
 verification actually tests; ``"logit"`` and ``"logprob"`` tie and ``"logit"``
 has one equation fewer (``K-1`` VJP rows instead of ``K``): it is the default.
 With ``chord=2`` (two more steps per Jacobian) the same run needs 12.8
-Jacobians on average instead of 16.2 (1.9 s instead of 2.2 s).
+Jacobians on average instead of 16.2 (0.8 s instead of 1.2 s).
 
 On the ``quick`` ViT-tiny (84% validation accuracy, patch 7) the same
 target is mostly out of reach: 47 / 200 verified within 30 iterations with the
