@@ -141,3 +141,20 @@ def test_cache_key_follows_the_methods_source_and_defaults(monkeypatch):
     monkeypatch.undo()
     monkeypatch.setattr(f3, "DEFAULT_CHORD", f3.DEFAULT_CHORD + 1)
     assert f3._cache_key(settings, ["fcnn1"], "mnist") != key
+
+
+def test_methods_source_hash_ignores_docstrings_but_not_code(monkeypatch):
+    from nninvert_lib import softmax
+
+    real = f3.inspect.getsource
+    key = f3._methods_source()
+
+    def edited(text):
+        return lambda obj: text if obj is softmax else real(obj)
+
+    doc = real(softmax).replace('"""', '"""Reworded. ', 1)
+    monkeypatch.setattr(f3.inspect, "getsource", edited(doc))
+    assert f3._methods_source() == key
+    code = real(softmax) + "\nEXTRA_CONSTANT = 1\n"
+    monkeypatch.setattr(f3.inspect, "getsource", edited(code))
+    assert f3._methods_source() != key
