@@ -145,6 +145,7 @@ from torch import nn
 from .activations import ActivationInverse, as_activation_inverse
 from .errors import InversionError
 from .linear import PseudoInverse, sample_null_space, thresholded_pinv
+from .modelcopy import flatten_sequential
 from .result import DEFAULT_ATOL, InversionResult, check_target, verify
 from .softmax import invert_softmax, softmax_constant_fit
 
@@ -243,15 +244,6 @@ class BackPassPlan:
                 for s in self.linear_steps]
 
 
-def _flatten_modules(module: nn.Module, prefix: str = "") -> list[tuple[str, nn.Module]]:
-    if isinstance(module, nn.Sequential):
-        out = []
-        for name, child in module.named_children():
-            out.extend(_flatten_modules(child, f"{prefix}{name}."))
-        return out
-    return [(prefix.rstrip("."), module)]
-
-
 def _fingerprint(model: nn.Module) -> tuple:
     return tuple((id(p), p.data_ptr(), p._version, tuple(p.shape), p.dtype, str(p.device))
                  for p in model.parameters())
@@ -293,7 +285,7 @@ def plan_back_pass(model: nn.Module, max_cond: float = 100.0, *,
             return cached["plan"]
     steps: list[LinearStep | ActivationStep] = []
     flatten_first = False
-    modules = _flatten_modules(model)
+    modules = flatten_sequential(model)
     for pos, (name, mod) in enumerate(modules):
         label = f"layer {name!r} ({type(mod).__name__})"
         if isinstance(mod, nn.Flatten):
@@ -632,7 +624,7 @@ def _lm_polish(model: nn.Module, plan: BackPassPlan, x0: torch.Tensor, t: torch.
     if len(x0) == 0:
         return x0, {}
     first = plan.steps[0]
-    modules = [m for _, m in _flatten_modules(model) if not isinstance(m, nn.Flatten)]
+    modules = [m for _, m in flatten_sequential(model) if not isinstance(m, nn.Flatten)]
     tail_ok = (isinstance(first, LinearStep) and len(modules) > 1
                and first.inverse.rank == first.weight.shape[0])
     if tail_ok:

@@ -118,7 +118,7 @@ import torch
 from torch import nn
 
 from .errors import InversionError
-from .modelcopy import inversion_copy, model_dtype_device
+from .modelcopy import flatten_sequential, inversion_copy, model_dtype_device
 from .result import DEFAULT_ATOL, InversionResult, check_target, verify
 
 RESIDUALS: tuple[str, ...] = ("logit", "prob", "logprob", "wlogit")
@@ -601,18 +601,9 @@ def _row_space_split(net: nn.Module, input_shape: tuple[int, ...],
     ``net_w(w) = rest(Rᵀ w + b₁)``, so that ``net(x) = net_w(V x)``. None for
     any other model. The QR is cached per ``owner`` (the caller's model, held
     weakly) until one of its parameters changes."""
-    mods: list[nn.Module] = []
-
-    def walk(m: nn.Module) -> None:
-        if isinstance(m, nn.Sequential):
-            for c in m.children():
-                walk(c)
-        else:
-            mods.append(m)
-
     if not isinstance(net, nn.Sequential):
         return None
-    walk(net)
+    mods = [m for _, m in flatten_sequential(net)]
     d = math.prod(input_shape)
     i = 0
     if mods and isinstance(mods[0], nn.Flatten):
@@ -842,7 +833,7 @@ def levenberg_marquardt(model: nn.Module, x0: torch.Tensor, target: torch.Tensor
         row_space: for a model that starts with ``nn.Linear(d → o)``, ``o < d``
             (after an optional ``nn.Flatten``; FCNN-6: 512 < 784), run LM on the
             input's coordinates ``w = V x`` in that layer's row space (``V``:
-            orthonormal rows, from a QR of ``W₁ᵀ`` per call, so ``W₁ = Rᵀ V``).
+            orthonormal rows, from a QR of ``W₁ᵀ`` cached per model, ``W₁ = Rᵀ V``).
             The output depends on ``x`` only through ``V x``, so ``J = J_w V``:
             ``JJᵀ = J_w J_wᵀ`` and the minimum-norm step is ``δx = Vᵀ δw``, the
             same iteration with an ``o``-column Jacobian (and a first layer

@@ -87,8 +87,8 @@ import torch
 from torch import nn
 
 from .errors import InversionError
-from .forward import (DEFAULT_CHORD, LMOptions, ProbabilityResidual, _check_options, _merge, _uniform_draw,
-                      inversion_copy, lm_solve, model_dtype_device)
+from .forward import (DEFAULT_CHORD, LMOptions, ProbabilityResidual, _check_options, _merge,
+                      _uniform_draw, inversion_copy, lm_solve, model_dtype_device)
 from .linear import thresholded_pinv
 from .result import DEFAULT_ATOL, InversionResult, check_target, verify
 from .softmax import invert_softmax

@@ -1,4 +1,5 @@
-"""Private working copies of a model, shared by every method that runs one.
+"""Private working copies of a model, shared by every method that runs one, and the
+leaves of a nested ``nn.Sequential`` (:func:`flatten_sequential`).
 
 A method never changes the caller's model: it runs a deep copy, in eval mode,
 with frozen parameters, in the dtype the method computes in.
@@ -17,6 +18,17 @@ def model_dtype_device(model: nn.Module) -> tuple[torch.dtype, torch.device]:
         if t.is_floating_point():
             return t.dtype, t.device
     return torch.get_default_dtype(), torch.device("cpu")
+
+
+def flatten_sequential(module: nn.Module, prefix: str = "") -> list[tuple[str, nn.Module]]:
+    """The leaves of nested ``nn.Sequential`` containers in forward order, each with its
+    dotted name (``[("0", Flatten), ("1", Linear), ...]``); any other module is a leaf."""
+    if isinstance(module, nn.Sequential):
+        out = []
+        for name, child in module.named_children():
+            out.extend(flatten_sequential(child, f"{prefix}{name}."))
+        return out
+    return [(prefix.rstrip("."), module)]
 
 
 def inversion_copy(model: nn.Module, dtype: torch.dtype | None = None,
