@@ -8,7 +8,14 @@ from pathlib import Path
 
 DISPLAY = {"fcnn1": "FCNN-1", "fcnn2": "FCNN-2", "fcnn6": "FCNN-6", "vit_tiny": "ViT-tiny",
            "dinov3_base": "DINOv3-Base"}
-FORWARD_KEYS = ("forward_fcnn6", "forward_vit_tiny", "forward_dinov3_base")
+FORWARD_KEYS = ("forward_fcnn6", "forward_fcnn6_2threads", "forward_vit_tiny",
+                "forward_dinov3_base")
+
+
+def model_label(sec: dict) -> str:
+    """The model's display name, with the thread count where it is not 1."""
+    name = DISPLAY[sec["model"]]
+    return name if sec.get("threads", 1) == 1 else f"{name}, {sec['threads']} threads"
 
 
 # --------------------------------------------------------------------------- formatting
@@ -110,7 +117,7 @@ def forward_lines(secs: dict, keys: tuple[str, ...]) -> list[str]:
         sec = secs.get(key)
         if not sec or "error" in sec:
             continue
-        name = DISPLAY[sec["model"]]
+        name = model_label(sec)
         for kind, rec in sec["targets"].items():
             lm, sp = rec["lm"], rec["scipy"]
             rows.append([
@@ -143,7 +150,10 @@ def forward_lines(secs: dict, keys: tuple[str, ...]) -> list[str]:
         "*p=0.9* is `target_distribution(c, 0.9)` for classes 0, 1, ...; *model-produced* is "
         "the model's own softmax on the first validation digit of each class (reachable by "
         "construction). The ViTs are the `quick` profile's (patch 7, trained briefly), for "
-        "which 0.9 is often out of reach. ∞: nothing verified.", ""]
+        "which 0.9 is often out of reach. *2 threads*: the same FCNN-6 measurement in a "
+        "process with two torch/BLAS threads, for LM and SciPy alike (the batched LM's "
+        "matrix products use both cores; SciPy's one-image products are too small to). "
+        "∞: nothing verified.", ""]
     lines += table(["model", "batch", "dtype", "LM, one iteration",
                     "one forward + (K−1)-row VJP", "ratio", "new Jacobians per iteration",
                     "LM ÷ its model work", "SciPy, per iteration"], it_rows)
@@ -256,7 +266,7 @@ def target_lines(results: dict) -> list[str]:
             continue
         good = q["median"] >= 20 and lm_ok >= sp_ok
         rows.append([f"LM ≥ 20× faster than SciPy `trf` per verified image, equal or better "
-                     f"success, {DISPLAY[secs[key]['model']]} (p=0.9)",
+                     f"success, {model_label(secs[key])} (p=0.9)",
                      f"{rng(q, unit='×')}; verified LM {lm_ok:.0%}, SciPy {sp_ok:.0%}",
                      "met" if good else "missed"])
     for key in FORWARD_KEYS:
@@ -267,7 +277,7 @@ def target_lines(results: dict) -> list[str]:
             verdict = ("met" if max(r["median"], rj["median"]) <= 1.5 else
                        "met per iteration, not against its model work" if r["median"] <= 1.5
                        else "missed")
-            rows.append([f"LM iteration ≤ 1.5× forward + VJP, {DISPLAY[sec['model']]} "
+            rows.append([f"LM iteration ≤ 1.5× forward + VJP, {model_label(sec)} "
                          f"(batch {it['batch']})",
                          f"{rng(r, unit='×')}; LM ÷ its model work {rng(rj, unit='×')}",
                          verdict])

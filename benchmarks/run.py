@@ -75,6 +75,7 @@ SECTIONS = [
     ("backward", "BackPassInv, FCNN-1/2/6", True, 1),
     ("threads", "BackPassInv FCNN-6, 1 vs 2 threads", False, 2),
     ("forward_fcnn6", "ForwardPassInv, FCNN-6", True, 1),
+    ("forward_fcnn6_2threads", "ForwardPassInv, FCNN-6, 2 threads", False, 2),
     ("forward_vit_tiny", "ForwardPassInv, ViT-tiny", True, 1),
     ("forward_dinov3_base", "ForwardPassInv, DINOv3-Base", True, 1),
     ("prior", "Prior methods, FCNN-6", False, 1),
@@ -113,7 +114,7 @@ def run_section(key: str, device: str, quick: bool, threads: int, out_path: Path
         result = run_threads(cfg, device)
     elif key.startswith("forward_"):
         from forward_section import run_forward
-        result = run_forward(cfg, key.removeprefix("forward_"), device)
+        result = run_forward(cfg, key.removeprefix("forward_").removesuffix("_2threads"), device)
     elif key == "prior":
         from prior_section import run_prior
         result = run_prior(cfg, device)

@@ -50,3 +50,15 @@ def test_slope_continuation_inverts_a_shallow_leaky_net():
     assert first_fail == 6                       # no stage failed
     assert nni.verify(net, x.float(), target)[1].all()
     assert x.abs().max() < 1e4
+
+
+def test_report_names_the_thread_count_where_it_is_not_one():
+    """The 2-thread ForwardPassInv section must not be mistaken for the 1-thread one."""
+    sys.path.insert(0, str(BENCH))
+    try:
+        from report import FORWARD_KEYS, model_label
+    finally:
+        sys.path.remove(str(BENCH))
+    assert model_label({"model": "fcnn6", "threads": 1}) == "FCNN-6"
+    assert model_label({"model": "fcnn6", "threads": 2}) == "FCNN-6, 2 threads"
+    assert "forward_fcnn6_2threads" in FORWARD_KEYS
