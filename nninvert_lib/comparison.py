@@ -192,7 +192,8 @@ class Figure3:
             (``"mnist"`` for the training data), ``method``, ``class``,
             ``sample``, ``image`` (row of :attr:`images`), ``verified``,
             ``max_error`` (``max |softmax - p|``), ``p_class`` (the output
-            probability of the class), ``predicted`` (argmax), ``nearest_distance``
+            probability of the class; NaN for the training digits, which no
+            model produced), ``predicted`` (argmax), ``nearest_distance``
             (L2 to the nearest training image, pixel scale),
             ``distance_percentile`` (its rank among held-out digits' own
             distances, 0–100), ``random_likeness`` (spectral flatness scaled 0 =
