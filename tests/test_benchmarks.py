@@ -2,6 +2,7 @@
 ``make bench``, not in the tests)."""
 from __future__ import annotations
 
+import importlib
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +14,15 @@ import nninvert_lib as nni
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
+def bench_module(name: str):
+    """Import one of the benchmark scripts (they import each other by bare name)."""
+    sys.path.insert(0, str(BENCH))
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path.remove(str(BENCH))
+
+
 def test_bench_entry_point_has_help():
     out = subprocess.run([sys.executable, str(BENCH / "run.py"), "--help"], capture_output=True,
                          text=True, check=True).stdout
@@ -21,11 +31,7 @@ def test_bench_entry_point_has_help():
 
 def test_per_sample_baseline_inverts_a_narrowing_selu_net():
     """The baseline the speed ratios divide by must be a correct implementation."""
-    sys.path.insert(0, str(BENCH))
-    try:
-        from per_sample import per_sample_back_pass
-    finally:
-        sys.path.remove(str(BENCH))
+    per_sample_back_pass = bench_module("per_sample").per_sample_back_pass
     with torch.random.fork_rng():
         torch.manual_seed(0)
         model = nni.make_fcnn([784, 10])
@@ -36,11 +42,9 @@ def test_per_sample_baseline_inverts_a_narrowing_selu_net():
 def test_slope_continuation_inverts_a_shallow_leaky_net():
     """The continuation that ``leaky_depth.py --continuation`` compares against
     must reach targets where its path does not fold (a shallow net)."""
-    sys.path.insert(0, str(BENCH))
-    try:
-        from leaky_depth import narrowing_widths, slope_continuation
-    finally:
-        sys.path.remove(str(BENCH))
+    leaky_depth = bench_module("leaky_depth")
+    narrowing_widths = leaky_depth.narrowing_widths
+    slope_continuation = leaky_depth.slope_continuation
     assert narrowing_widths(3, 0.5) == (80, 40, 20, 10)
     with torch.random.fork_rng():
         torch.manual_seed(2)
@@ -54,11 +58,8 @@ def test_slope_continuation_inverts_a_shallow_leaky_net():
 
 def test_report_names_the_thread_count_where_it_is_not_one():
     """The 2-thread ForwardPassInv section must not be mistaken for the 1-thread one."""
-    sys.path.insert(0, str(BENCH))
-    try:
-        from report import FORWARD_KEYS, model_label
-    finally:
-        sys.path.remove(str(BENCH))
+    report = bench_module("report")
+    model_label = report.model_label
     assert model_label({"model": "fcnn6", "threads": 1}) == "FCNN-6"
     assert model_label({"model": "fcnn6", "threads": 2}) == "FCNN-6, 2 threads"
-    assert "forward_fcnn6_2threads" in FORWARD_KEYS
+    assert "forward_fcnn6_2threads" in report.FORWARD_KEYS
