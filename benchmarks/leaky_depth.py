@@ -24,8 +24,25 @@ keeps the inputs small (largest entry ~1e3–1e5 instead of 1e7–1e21), but
 the path of solutions folds back (LM stalls with the error stuck at
 0.3–0.5) part of the way down for most targets.
 
+``--float64`` also runs the default ``back_pass_inv`` on a float64 copy of
+each network: the backward pass itself is exact, and in float64 it verifies
+every sample until the input it needs outgrows float64 as well (~1e19 with
+slope 0.1; with slope 0.01 it fails from depth 10 at ratio 0.75).
+
+``--smoothing`` measures a second global candidate
+(:func:`smoothing_continuation`): every LeakyReLU is replaced by a smooth
+blend ``s·u + (1 - s)·(softplus(βu) - log 2)/β`` whose derivative stays in
+``(s, 1)``, so the Jacobian of the narrowing network never loses rank; β
+rises geometrically from 1e-4 (almost affine) to 1e4 over ``--stages``
+stages, each finished by LM from the previous stage's inputs, and LM on the
+network itself finishes. Started from uniform random inputs in ``[0, 1)``
+(one per sample), it keeps the inputs at ~1e3–1e5, but the smallest singular
+value of the Jacobian drops to ~1e-6 part of the way (a near fold) and LM
+stops following the path there for most targets when each layer is 0.75 times
+as wide as the one before; with ratio 0.5 it verifies most targets.
+
     python benchmarks/leaky_depth.py                  # about 2 minutes on one CPU thread
-    python benchmarks/leaky_depth.py --continuation   # a few minutes more
+    python benchmarks/leaky_depth.py --continuation --float64 --smoothing   # ~15 minutes
 
 Writes ``benchmarks/results/<date>-<host>-leaky-depth.{json,md}`` (or ``--out``).
 """
@@ -77,6 +94,40 @@ def slope_continuation(net: torch.nn.Module, target: torch.Tensor, slope: float,
     return x, first_fail
 
 
+class SmoothLeakyReLU(torch.nn.Module):
+    """``s·u + (1 - s)·(softplus(βu) - log 2)/β``: LeakyReLU(``s``) as β → ∞ (within
+    ``(1 - s)·log 2/β``), the line ``(1 + s)/2 · u`` as β → 0, 0 at 0, slope in ``(s, 1)``."""
+
+    def __init__(self, negative_slope: float, beta: float):
+        super().__init__()
+        self.negative_slope, self.beta = float(negative_slope), float(beta)
+
+    def forward(self, u: torch.Tensor) -> torch.Tensor:
+        s, b = self.negative_slope, self.beta
+        return s * u + (1 - s) * (torch.nn.functional.softplus(b * u) - math.log(2.0)) / b
+
+
+def smoothing_continuation(net: torch.nn.Sequential, x0: torch.Tensor, target: torch.Tensor,
+                           beta0: float = 1e-4, beta1: float = 1e4, stages: int = 30,
+                           max_iter: int = 30) -> torch.Tensor:
+    """Inputs ``(n, in)`` (float64) for ``target`` ``(n, K)`` by continuation in the
+    sharpness β of :class:`SmoothLeakyReLU` (from ``beta0`` to ``beta1``,
+    geometrically, ``stages + 1`` LM solves from ``x0``), finished by LM on ``net``."""
+    work = copy.deepcopy(net).double()
+    smooth = []
+    for i, m in enumerate(work):
+        if isinstance(m, torch.nn.LeakyReLU):
+            work[i] = SmoothLeakyReLU(m.negative_slope, beta0)
+            smooth.append(work[i])
+    x = x0.double()
+    for k in range(stages + 1):
+        for m in smooth:
+            m.beta = beta0 * (beta1 / beta0) ** (k / stages)
+        x = nni.levenberg_marquardt(work, x, target, max_iter=max_iter, tol=1e-7).inputs.double()
+    return nni.levenberg_marquardt(copy.deepcopy(net).double(), x, target,
+                                   max_iter=max_iter).inputs.double()
+
+
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--slopes", type=float, nargs="+", default=[0.1, 0.01])
@@ -87,7 +138,11 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--n", type=int, default=4, help="samples per class")
     ap.add_argument("--continuation", action="store_true",
                     help="also measure the continuation in the slope (slope_continuation)")
-    ap.add_argument("--stages", type=int, default=30, help="stages of the continuation")
+    ap.add_argument("--stages", type=int, default=30, help="stages of either continuation")
+    ap.add_argument("--float64", action="store_true",
+                    help="also run back_pass_inv on a float64 copy of each network")
+    ap.add_argument("--smoothing", action="store_true",
+                    help="also measure the continuation in a smoothing (smoothing_continuation)")
     ap.add_argument("--out", type=Path, default=HERE / "results")
     args = ap.parse_args(argv)
     target = nni.target_distribution(list(range(10)), 0.9)
@@ -118,6 +173,23 @@ def main(argv: list[str] | None = None) -> dict:
                         "first_failing_slope": (None if first_fail > args.stages else
                                                 slope ** (first_fail / args.stages)),
                         "seconds": time.perf_counter() - t}
+                if args.float64:
+                    res64 = nni.back_pass_inv(copy.deepcopy(net).double(), target.double(),
+                                              n_samples=args.n, seed=1)
+                    big = float(res64.inputs.abs().max())
+                    rows[-1]["float64"] = {"success_rate": float(res64.success_rate),
+                                           "max_abs_input": big if math.isfinite(big) else None}
+                if args.smoothing:
+                    t = time.perf_counter()
+                    rows_t = target.repeat_interleave(args.n, dim=0)
+                    gen = torch.Generator().manual_seed(1)
+                    x0 = torch.rand(len(rows_t), widths[0], generator=gen, dtype=torch.float64)
+                    x = smoothing_continuation(net, x0, rows_t.double(), stages=args.stages)
+                    ok = nni.verify(net, x.to(torch.float32), rows_t)[1]
+                    rows[-1]["smoothing"] = {
+                        "success_rate": float(ok.double().mean()),
+                        "max_abs_input": float(x.abs().max()),
+                        "seconds": time.perf_counter() - t}
                 print(rows[-1], flush=True)
     out = {"date": _dt.date.today().isoformat(), "host": platform.node(),
            "torch": torch.__version__, "n_per_class": args.n, "rows": rows}
@@ -130,6 +202,12 @@ def main(argv: list[str] | None = None) -> dict:
         head += (" continuation: verified | its largest input entry | slope where LM "
                  "first stalls |")
         rule += "---:|---:|---:|"
+    if args.float64:
+        head += " float64 model: verified | its largest input entry |"
+        rule += "---:|---:|"
+    if args.smoothing:
+        head += " smoothing: verified | its largest input entry |"
+        rule += "---:|---:|"
     lines = [head, rule]
     for r in rows:
         big = "—" if r["max_abs_input"] is None else f"{r['max_abs_input']:.2g}"
@@ -139,6 +217,11 @@ def main(argv: list[str] | None = None) -> dict:
         if c:
             stall = "—" if c["first_failing_slope"] is None else f"{c['first_failing_slope']:.2g}"
             line += f" {c['success_rate']:.0%} | {c['max_abs_input']:.2g} | {stall} |"
+        for key in ("float64", "smoothing"):
+            c = r.get(key)
+            if c:
+                big = "—" if c["max_abs_input"] is None else f"{c['max_abs_input']:.2g}"
+                line += f" {c['success_rate']:.0%} | {big} |"
         lines.append(line)
     stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print(f"wrote {stem}.json and .md")

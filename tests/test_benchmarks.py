@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -55,6 +56,27 @@ def test_slope_continuation_inverts_a_shallow_leaky_net():
     assert nni.verify(net, x.float(), target)[1].all()
     assert x.abs().max() < 1e4
 
+
+def test_smoothing_continuation_tends_to_leaky_relu_and_inverts_a_shallow_net():
+    """``leaky_depth.py --smoothing``: the smooth blend is LeakyReLU within
+    ``(1 - s)·log 2/β`` and the near-affine line as β → 0, and the continuation
+    reaches targets on a shallow net."""
+    leaky_depth = bench_module("leaky_depth")
+    u = torch.linspace(-5, 5, 101, dtype=torch.float64)
+    sharp = leaky_depth.SmoothLeakyReLU(0.1, 1e3)(u)
+    exact = torch.nn.functional.leaky_relu(u, 0.1)
+    assert (sharp - exact).abs().max() <= 0.9 * math.log(2) / 1e3 + 1e-12
+    flat = leaky_depth.SmoothLeakyReLU(0.1, 1e-6)(u)
+    assert torch.allclose(flat, 0.55 * u, atol=1e-4)
+    with torch.random.fork_rng():
+        torch.manual_seed(2)
+        net = nni.make_fcnn(leaky_depth.narrowing_widths(2, 0.5), "leaky_relu",
+                            negative_slope=0.1).eval()
+    target = nni.target_distribution([0, 5], 0.9).double()
+    x0 = torch.rand(2, 40, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    x = leaky_depth.smoothing_continuation(net, x0, target, stages=5)
+    assert nni.verify(net, x.float(), target.float())[1].all()
+    assert x.abs().max() < 1e4
 
 def test_report_names_the_thread_count_where_it_is_not_one():
     """The 2-thread ForwardPassInv section must not be mistaken for the 1-thread one."""
