@@ -26,8 +26,8 @@ the path of solutions folds back (LM stalls with the error stuck at
 
 ``--float64`` also runs the default ``back_pass_inv`` on a float64 copy of
 each network: the backward pass itself is exact, and in float64 it verifies
-every sample until the input it needs outgrows float64 as well (~1e19 with
-slope 0.1; with slope 0.01 it fails from depth 10 at ratio 0.75).
+every sample in the default grid (inputs up to ~6e16) except at slope 0.01,
+ratio 0.75, depth 10, where the input it needs (~3e21) outgrows float64 too.
 
 ``--smoothing`` measures a second global candidate
 (:func:`smoothing_continuation`): every LeakyReLU is replaced by a smooth

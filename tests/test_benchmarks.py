@@ -78,6 +78,7 @@ def test_smoothing_continuation_tends_to_leaky_relu_and_inverts_a_shallow_net():
     assert nni.verify(net, x.float(), target.float())[1].all()
     assert x.abs().max() < 1e4
 
+
 def test_report_names_the_thread_count_where_it_is_not_one():
     """The 2-thread ForwardPassInv section must not be mistaken for the 1-thread one."""
     report = bench_module("report")
