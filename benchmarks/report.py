@@ -111,6 +111,16 @@ def threads_lines(sec: dict) -> list[str]:
                   "time, 2 threads ÷ 1 thread"], rows)
 
 
+def scipy_seconds(rec: dict) -> str:
+    """SciPy's seconds per image; in a several-thread section, its one-thread
+    time (measured side by side) in brackets after it."""
+    out = rng(rec["scipy"]["seconds_per_image"], unit=" s")
+    one = rec.get("scipy_1_thread")
+    if one:
+        out += f" (1 thread: {rng(one['seconds_per_image'], unit=' s')}, {pct(one['success_rate'])})"
+    return out
+
+
 def forward_lines(secs: dict, keys: tuple[str, ...]) -> list[str]:
     rows, it_rows = [], []
     for key in keys:
@@ -125,7 +135,7 @@ def forward_lines(secs: dict, keys: tuple[str, ...]) -> list[str]:
                 str(sec["max_iter"]), pct(lm["success_rate"]),
                 rng(lm["seconds_per_image"], unit=" s"),
                 rng(lm["seconds_per_verified_image"], unit=" s"),
-                f"{sp['n']}: {pct(sp['success_rate'])}", rng(sp["seconds_per_image"], unit=" s"),
+                f"{sp['n']}: {pct(sp['success_rate'])}", scipy_seconds(rec),
                 rng(rec["scipy_over_lm_per_image"], unit="×"),
                 rng(rec["scipy_over_lm_per_verified_image"], unit="×")])
         it = sec["per_iteration"]
@@ -145,14 +155,18 @@ def forward_lines(secs: dict, keys: tuple[str, ...]) -> list[str]:
         "LM is `forward_pass_inv` (batched minimum-norm Levenberg–Marquardt, default "
         "options: residual `logit`, 2 restarts within the iteration budget), random starts "
         "uniform in [0, 1). SciPy is `method=\"scipy\"` (`least_squares(method=\"trf\")`, "
-        "one image at a time, same residual and stopping rule) on the first images of the "
-        "same targets (the subset size is shown), its per-image cost extrapolated. Targets: "
+        "one image at a time, same residual and stopping rule) on the first targets, with "
+        "its own random starts (FCNN-6: 2 per class, 20 images; the number is shown), its "
+        "per-image cost extrapolated. Both run the same working copy of the model (SELUs "
+        "evaluated with one `exp`, `FastELU`). Targets: "
         "*p=0.9* is `target_distribution(c, 0.9)` for classes 0, 1, ...; *model-produced* is "
         "the model's own softmax on the first validation digit of each class (reachable by "
         "construction). The ViTs are the `quick` profile's (patch 7, trained briefly), for "
         "which 0.9 is often out of reach. *2 threads*: the same FCNN-6 measurement in a "
         "process with two torch/BLAS threads, for LM and SciPy alike (the batched LM's "
-        "matrix products use both cores; SciPy's one-image products are too small to). "
+        "matrix products use both cores; SciPy's one-image products are too small to), "
+        "SciPy also on one thread side by side, in brackets; its target is judged against "
+        "SciPy's faster setting. "
         "∞: nothing verified.", ""]
     lines += table(["model", "batch", "dtype", "LM, one iteration",
                     "one forward + (K−1)-row VJP", "ratio", "new Jacobians per iteration",
@@ -260,13 +274,17 @@ def target_lines(results: dict) -> list[str]:
         rec = (secs.get(key) or {}).get("targets", {}).get("p=0.9")
         if not rec:
             continue
-        q = rec["scipy_over_lm_per_verified_image"]
+        best = rec.get("scipy_best_over_lm_per_verified_image")
+        q = best or rec["scipy_over_lm_per_verified_image"]
         lm_ok, sp_ok = rec["lm"]["success_rate"], rec["scipy"]["success_rate"]
+        if best:
+            sp_ok = max(sp_ok, rec["scipy_1_thread"]["success_rate"])
         if not math.isfinite(q["median"]) or not lm_ok:
             continue
         good = q["median"] >= 20 and lm_ok >= sp_ok
+        against = " (SciPy at its faster of 1 or 2 threads)" if best else ""
         rows.append([f"LM ≥ 20× faster than SciPy `trf` per verified image, equal or better "
-                     f"success, {model_label(secs[key])} (p=0.9)",
+                     f"success, {model_label(secs[key])} (p=0.9){against}",
                      f"{rng(q, unit='×')}; verified LM {lm_ok:.0%}, SciPy {sp_ok:.0%}",
                      "met" if good else "missed"])
     for key in FORWARD_KEYS:

@@ -38,7 +38,8 @@ FULL = {
     "forward": {
         # dtype None: the library's default, the model's dtype (both LM and SciPy)
         "fcnn6": {"classes": 10, "n_per_class": 20, "max_iter": 30, "dtype": None,
-                  "scipy_subset": 10, "model_targets": False, "fixed_iterations": 10},
+                  "scipy_subset": 10, "scipy_per_class": 2, "model_targets": False,
+                  "fixed_iterations": 10},
         "vit_tiny": {"classes": 10, "n_per_class": 2, "max_iter": 30, "dtype": None,
                      "scipy_subset": 2, "model_targets": True, "fixed_iterations": 3},
         "dinov3_base": {"classes": 1, "n_per_class": 1, "max_iter": 5, "dtype": None,
@@ -57,7 +58,7 @@ QUICK = {
     "per_sample_count": {"fcnn1": 2, "fcnn2": 2, "fcnn6": 1},
     "forward": {
         "fcnn6": {**FULL["forward"]["fcnn6"], "n_per_class": 2, "scipy_subset": 2,
-                  "fixed_iterations": 2},
+                  "scipy_per_class": 1, "fixed_iterations": 2},
         "vit_tiny": {**FULL["forward"]["vit_tiny"], "classes": 2, "n_per_class": 1,
                      "max_iter": 3, "scipy_subset": 1, "fixed_iterations": 1},
         "dinov3_base": {**FULL["forward"]["dinov3_base"], "max_iter": 1,

@@ -113,7 +113,10 @@ the model's dtype), and the result's ``converged`` comes from
 The inversion runs on a deep copy in eval mode, in the model's dtype by
 default, with
 ``fused_attn = False`` on every module that has that attribute (timm's fused
-attention has no ``vmap`` batching rule); the caller's model is never touched.
+attention has no ``vmap`` batching rule), and its ``nn.SELU``/``nn.ELU`` modules
+replaced by :class:`~nninvert_lib.modelcopy.FastELU` (one ``exp`` per value and
+derivative where torch's CPU kernel spends ten times that on ``expm1``; counted
+in ``info["fast_activations"]``); the caller's model is never touched.
 Models that ``vmap`` cannot batch fall back to ``m`` separate backward passes
 (``jacobian="auto"``).
 
@@ -136,7 +139,8 @@ import torch
 from torch import nn
 
 from .errors import InversionError
-from .modelcopy import flatten_sequential, inversion_copy, model_dtype_device
+from .modelcopy import (flatten_sequential, inversion_copy, model_dtype_device,
+                        with_fast_activations)
 from .result import DEFAULT_ATOL, InversionResult, check_target, verify
 
 RESIDUALS: tuple[str, ...] = ("logit", "prob", "logprob", "wlogit")
@@ -897,6 +901,7 @@ def levenberg_marquardt(model: nn.Module, x0: torch.Tensor, target: torch.Tensor
     m_dtype, device = model_dtype_device(model)
     work = m_dtype if dtype is None else dtype
     net, n_fused = inversion_copy(model, work, device)
+    n_fast = with_fast_activations(net)
     with torch.no_grad():
         k = net(x0[:1].to(device=device, dtype=work)).shape[-1] if n else tgt.shape[1]
     target64 = check_target(tgt, num_classes=k)
@@ -950,7 +955,8 @@ def levenberg_marquardt(model: nn.Module, x0: torch.Tensor, target: torch.Tensor
                 chord=chord, patience=patience, min_progress=min_progress, dtype=str(work),
                 row_space_dim=None if basis is None else int(basis.shape[0]),
                 device=str(device), seconds=seconds,
-                fused_attn_disabled=n_fused, input_shape=input_shape)
+                fused_attn_disabled=n_fused, fast_activations=n_fast,
+                input_shape=input_shape)
     return InversionResult(inputs=inputs, probs=probs, target=target64.to(probs),
                            converged=converged, info=info)
 

@@ -90,6 +90,7 @@ from .errors import InversionError
 from .forward import (DEFAULT_CHORD, LMOptions, ProbabilityResidual, _check_options, _merge,
                       _uniform_draw, inversion_copy, lm_solve, model_dtype_device)
 from .linear import thresholded_pinv
+from .modelcopy import with_fast_activations
 from .result import DEFAULT_ATOL, InversionResult, check_target, verify
 from .softmax import invert_softmax
 
@@ -501,6 +502,7 @@ def generalized_inv(model: nn.Module, target: torch.Tensor | Sequence, n_samples
     m_dtype, device = model_dtype_device(model)
     work = m_dtype if dtype is None else dtype
     net, n_fused = inversion_copy(model, work, device)
+    n_fast = with_fast_activations(net)
     fn = backbone_fn(net, tuple(input_shape))
     xf = x0.to(device=device, dtype=work)
     anchors = None
@@ -565,6 +567,7 @@ def generalized_inv(model: nn.Module, target: torch.Tensor | Sequence, n_samples
                 null_dim=head.null_basis.shape[1], max_iter=max_iter, atol=atol, tol=tol,
                 tau=tau, max_step=max_step, bounds=opts.bounds, restarts_allowed=restarts,
                 dtype=str(work), device=str(device), seconds=seconds,
-                fused_attn_disabled=n_fused, n_samples=n_samples, input_shape=tuple(input_shape))
+                fused_attn_disabled=n_fused, fast_activations=n_fast, n_samples=n_samples,
+                input_shape=tuple(input_shape))
     return InversionResult(inputs=inputs, probs=probs, target=tgt.to(probs),
                            converged=converged, info=info)

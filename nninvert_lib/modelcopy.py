@@ -68,6 +68,71 @@ def inversion_copy(model: nn.Module, dtype: torch.dtype | None = None,
     return m, n_fused
 
 
+class FastELU(nn.Module):
+    """ELU or SELU for solvers that differentiate a working copy many times.
+
+    ``y = scale · (relu(u) + α (exp(min(u, 0)) − 1))`` elementwise, any shape; the
+    derivative is ``scale`` for ``u > 0`` and ``scale · α · exp(u)`` otherwise,
+    as for :class:`torch.nn.ELU` (``scale = 1``) and :class:`torch.nn.SELU`
+    (``α ≈ 1.6733``, ``scale ≈ 1.0507``). The values agree with torch's to a few
+    units in the last place (``exp(u) − 1`` in place of ``expm1(u)``: an absolute
+    error of about one ulp of 1, e.g. 1.2e-7 in float32).
+
+    Why: torch's CPU ELU kernel evaluates ``expm1``, about ten times the cost of
+    ``exp`` (0.9 ms against 0.09 ms for 200 × 512 float32 values on one core),
+    and its backward pass recomputes it. Here the value and the derivative come
+    from one ``exp`` with autograd kept out, and the graph is ``y + d · (u − u₀)``
+    with ``u₀ = u`` detached: first derivatives (reverse mode, forward mode,
+    ``torch.func``) are exact, second derivatives are not (``d`` is a constant
+    to autograd), so use it where only Jacobians are needed.
+    """
+
+    def __init__(self, alpha: float, scale: float = 1.0):
+        super().__init__()
+        self.alpha, self.scale = float(alpha), float(scale)
+
+    @classmethod
+    def of(cls, act: nn.Module) -> "FastELU":
+        """The equivalent of an ``nn.SELU`` or ``nn.ELU`` module."""
+        if isinstance(act, nn.SELU):
+            return cls(1.6732632423543772848170429916717, 1.0507009873554804934193349852946)
+        if isinstance(act, nn.ELU):
+            return cls(act.alpha)
+        raise TypeError(f"FastELU replaces nn.SELU or nn.ELU, not {type(act).__name__}")
+
+    def forward(self, u: torch.Tensor) -> torch.Tensor:
+        v = u.detach()
+        derivatives = torch.is_grad_enabled() or _forward_ad_active()
+        with torch.no_grad():
+            e = torch.exp(torch.clamp(v, max=0))                 # 1 where u > 0
+            y = torch.relu(v).add_(e.sub(1.0).mul_(self.alpha)).mul_(self.scale)
+            if not derivatives:
+                return y
+            step = torch.relu(v).sign_()                         # 1 where u > 0, else 0
+            d = e.mul_(self.alpha).add_(step.mul_(1.0 - self.alpha)).mul_(self.scale)
+        return y + d * (u - v)
+
+    def extra_repr(self) -> str:
+        return f"alpha={self.alpha:.6g}, scale={self.scale:.6g}"
+
+
+def _forward_ad_active() -> bool:
+    """Whether a forward-mode AD level is open (tangents flow under no_grad)."""
+    return torch.autograd.forward_ad._current_level >= 0
+
+
+def with_fast_activations(module: nn.Module) -> int:
+    """Replace, in place, every ``nn.SELU`` and ``nn.ELU`` submodule of a working
+    copy with its :class:`FastELU`; returns how many were replaced."""
+    n = 0
+    for parent in list(module.modules()):
+        for name, child in list(parent.named_children()):
+            if type(child) in (nn.SELU, nn.ELU):
+                setattr(parent, name, FastELU.of(child))
+                n += 1
+    return n
+
+
 #: float64 verification streams the parameters above this size (bytes in float64)
 STREAM_FLOAT64_BYTES = 256 * 2**20
 

@@ -68,6 +68,9 @@ def test_forward_pass_inv_reaches_target_on_selu_fcnn(selu_fcnn):
     assert ok.all() and torch.allclose(probs, res.probs)
     assert (res.info["iterations"] <= 30).all()
     assert res.info["reasons"] == ["converged"] * 9
+    # the SELUs of the working copy ran as FastELU; the caller's stay nn.SELU
+    assert res.info["fast_activations"] == 2
+    assert sum(isinstance(m, torch.nn.SELU) for m in selu_fcnn.modules()) == 2
 
 
 def test_forward_pass_inv_reaches_target_on_relu_fcnn(relu_fcnn):
