@@ -329,36 +329,39 @@ class LMOptions:
 
 def _lm_step(jac: torch.Tensor, r: torch.Tensor, mu: torch.Tensor, x: torch.Tensor,
              opts: LMOptions, gram: torch.Tensor | None = None
-             ) -> tuple[torch.Tensor, torch.Tensor]:
+             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Minimum-norm damped step ``-Jᵀ(JJᵀ + μI)⁻¹ r``, bounded and kept in the box.
 
     ``gram`` is ``JJᵀ`` ``(b, m, m)`` when known (it is reused while ``J`` is).
-    Returns ``(s, lin)``: the step ``(b, d)`` (NaN rows where the solve failed)
-    and the linearised residual ``r + J s`` ``(b, m)``, which for the plain
-    step is ``μ (JJᵀ + μI)⁻¹ r`` (no product with ``J`` needed)."""
+    Returns ``(s, lin, ok)``: the step ``(b, d)`` (zero rows where the solve
+    failed), the linearised residual ``r + J s`` ``(b, m)``, which for the plain
+    step is ``μ (JJᵀ + μI)⁻¹ r`` (no product with ``J`` needed), and the bool
+    ``(b,)`` of rows whose solve succeeded with a finite step."""
 
-    def solve(j: torch.Tensor, a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def solve(j: torch.Tensor, a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         a = a + torch.diag_embed(mu[:, None].expand(-1, a.shape[-1]))
         y, info = torch.linalg.solve_ex(a, r[:, :, None])
-        s = -(j.mT @ y)[:, :, 0]
-        bad = (info != 0) | ~torch.isfinite(s).all(dim=1)
-        return torch.where(bad[:, None], torch.full_like(s, math.nan), s), y[:, :, 0]
+        s = -(y.mT @ j)[:, 0, :]              # yᵀJ: a batched gemv over J's rows
+        ok = (info == 0) & torch.isfinite(s).all(dim=1)
+        if not bool(ok.all()):
+            s = torch.where(ok[:, None], s, torch.zeros_like(s))
+        return s, y[:, :, 0], ok
 
-    s, y = solve(jac, jac @ jac.mT if gram is None else gram)
+    s, y, ok = solve(jac, jac @ jac.mT if gram is None else gram)
     plain = opts.bounds is None and opts.max_step is None
     if opts.bounds is not None:
         lo, hi = opts.bounds
         blocked = ((x <= lo) & (s < 0)) | ((x >= hi) & (s > 0))
         if blocked.any():
             jb = jac * (~blocked)[:, None, :].to(jac.dtype)
-            s, y = solve(jb, jb @ jb.mT)
+            s, y, ok = solve(jb, jb @ jb.mT)
     if opts.max_step is not None:
         size = s.abs().amax(dim=1, keepdim=True)
         s = s * torch.clamp(opts.max_step / size, max=1.0)
     if opts.bounds is not None:
         s = torch.clamp(x + s, *opts.bounds) - x
     lin = mu[:, None] * y if plain else r + (jac @ s[:, :, None])[:, :, 0]
-    return s, lin
+    return s, lin, ok
 
 
 def _chord_steps(ev, residual, opts: LMOptions, idx, need, jac, gram, x, z, r, cost, err, mu):
@@ -378,10 +381,11 @@ def _chord_steps(ev, residual, opts: LMOptions, idx, need, jac, gram, x, z, r, c
         if not bool(going.any()):
             break
         sub = idx[going]
-        s, _ = _lm_step(jac[going], r[sub], mu[sub], x[sub], opts, gram[going])
-        ok = torch.isfinite(s).all(dim=1)
-        s = torch.where(ok[:, None], s, torch.zeros_like(s))
-        x_try = x[sub] + s
+        pos = torch.nonzero(going).flatten()
+        x_sub = x.index_select(0, sub)
+        s, _, ok = _lm_step(jac.index_select(0, pos), r[sub], mu[sub], x_sub, opts,
+                            gram.index_select(0, pos))
+        x_try = x_sub + s
         z_try = ev.value(x_try)
         r_try, _ = residual(z_try, sub)
         c_try = 0.5 * (r_try ** 2).sum(dim=1)
@@ -392,7 +396,6 @@ def _chord_steps(ev, residual, opts: LMOptions, idx, need, jac, gram, x, z, r, c
         e_try = residual.error(z_try, sub)
         err[keep] = e_try[better]
         hit = better & (e_try <= opts.tol)
-        pos = torch.nonzero(going).flatten()
         done[pos[hit]] = True
         still = torch.zeros_like(going)
         still[pos[better & ~hit]] = True
@@ -501,10 +504,9 @@ def lm_solve(fn: Callable[[torch.Tensor], torch.Tensor], x0: torch.Tensor, resid
     it = 0
     while bool(active.any()):
         idx = torch.nonzero(active).flatten()
-        xi, ri, ji, gi, mui = x[idx], r[idx], jac[idx], gram[idx], mu[idx]
-        s, lin = _lm_step(ji, ri, mui, xi, opts, gi)
-        ok_step = torch.isfinite(s).all(dim=1)
-        s = torch.where(ok_step[:, None], s, torch.zeros_like(s))
+        # index_select: a gather along dim 0, several times faster than x[idx] on CPU
+        xi, ri, ji, gi, mui = (t.index_select(0, idx) for t in (x, r, jac, gram, mu))
+        s, lin, ok_step = _lm_step(ji, ri, mui, xi, opts, gi)
         x_new = xi + s
         pred = cost[idx] - 0.5 * (lin ** 2).sum(dim=1)
         if opts.chord:
@@ -540,13 +542,14 @@ def lm_solve(fn: Callable[[torch.Tensor], torch.Tensor], x0: torch.Tensor, resid
             need = need & ~done
             if bool(need.any()):
                 sub = idx[need]
-                z_sub, h_sub = ev(x[sub])
+                x_sub = x.index_select(0, sub)
+                z_sub, h_sub = ev(x_sub)
                 r_sub, g_sub = residual(z_sub, sub)
-                set_jacobian(sub, ev.rows(h_sub, g_sub, x[sub]))
+                set_jacobian(sub, ev.rows(h_sub, g_sub, x_sub))
                 del h_sub
         elif bool(need.any()):
             rows = ev.rows(handle, g_new, x_new)
-            set_jacobian(idx[need], rows[need])
+            set_jacobian(idx[need], rows.index_select(0, torch.nonzero(need).flatten()))
         del handle
 
         norm_now = r[idx].norm(dim=1)
