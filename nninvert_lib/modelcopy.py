@@ -105,10 +105,11 @@ class FastELU(nn.Module):
         derivatives = torch.is_grad_enabled() or _forward_ad_active()
         with torch.no_grad():
             e = torch.exp(torch.clamp(v, max=0))                 # 1 where u > 0
-            y = torch.relu(v).add_(e.sub(1.0).mul_(self.alpha)).mul_(self.scale)
+            pos = torch.relu(v)
+            y = torch.add(pos, e.sub(1.0), alpha=self.alpha).mul_(self.scale)
             if not derivatives:
                 return y
-            step = torch.relu(v).sign_()                         # 1 where u > 0, else 0
+            step = pos.sign_()                                   # 1 where u > 0, else 0
             d = e.mul_(self.alpha).add_(step.mul_(1.0 - self.alpha)).mul_(self.scale)
         return y + d * (u - v)
 

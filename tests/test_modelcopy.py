@@ -1,14 +1,13 @@
 """Working copies: shared storage until a cast, and float64 forwards without a float64 copy."""
 from __future__ import annotations
 
+import pytest
 import timm
 import torch
+import torch.autograd.forward_ad as fwAD
 from torch import nn
 
 from nninvert_lib import modelcopy
-import pytest
-import torch.autograd.forward_ad as fwAD
-
 from nninvert_lib.modelcopy import (FastELU, StreamedFloat64, float64_forward, inversion_copy,
                                     with_fast_activations)
 from nninvert_lib.result import target_distribution, verify
