@@ -610,7 +610,12 @@ def lm_solve(fn: Callable[[torch.Tensor], torch.Tensor], x0: torch.Tensor, resid
             bar.set_postfix(active=int(active.sum()), converged=reasons.count("converged"))
     if bar is not None:
         bar.close()
-    return {"x": full(every), "z": z, "error": err, "iterations": iters.cpu(), "restarts": restarts.cpu(),
+    x_final = full(every)
+    if hist_x is not None:
+        # the same rows as the returned inputs, bit for bit: a product over a different
+        # number of rows may round differently in the last place
+        hist_x[every.cpu(), iters.cpu()] = x_final.double().cpu()
+    return {"x": x_final, "z": z, "error": err, "iterations": iters.cpu(), "restarts": restarts.cpu(),
             "reasons": reasons, "mu": mu.cpu(), "residual_history": hist_r,
             "error_history": hist_e, "mu_history": hist_mu, "gain_ratio_history": hist_rho,
             "n_forward": ev.n_forward, "n_vjp": ev.n_vjp,
