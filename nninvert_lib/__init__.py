@@ -10,6 +10,7 @@ from .data import MnistData, load_mnist
 from .errors import CheckpointWarning, DataWarning, InversionError
 from .models import DISPLAY_NAMES, MODEL_NAMES, PAPER_ACCURACY, build_model, make_fcnn, make_vit
 from . import comparison, measures, prior
+from .alignment import align_to_head, backbone_alignment, head_directions
 from .activations import SELU_ALPHA, SELU_LAMBDA, activation_condition, invert_activation
 from .backward import back_pass_inv, plan_back_pass
 from .collect import collect_verified
@@ -42,6 +43,7 @@ __all__ = [
     "thresholded_pinv", "sample_null_space", "PseudoInverse",
     "back_pass_inv", "plan_back_pass", "forward_pass_inv", "levenberg_marquardt",
     "generalized_inv", "invert_head", "head_reachability", "collect_verified",
+    "head_directions", "align_to_head", "backbone_alignment",
     "figure3", "figure3_settings", "plot_figure3", "Figure3",
     "null_space_explorer", "lm_explorer", "NullSpaceExplorer", "LMExplorer",
 ]
