@@ -202,6 +202,11 @@ def check_08_generalized_method(values: dict) -> None:
     # a target head_reachability proves unreachable is never verified
     assert int(values["gen_proven_but_verified"]["text/plain"]) == 0
     assert int(values["dino_proven_but_verified"]["text/plain"]) == 0
+    # every verified image meets the alignment bound (a necessary condition)
+    assert _float(values, "bound_slack_min") >= -1e-3
+    ruled_out = _text(values, "align_ruled_out")
+    assert ruled_out == "none" or all(c.strip().isdigit() for c in ruled_out.split(","))
+    assert 0.0 <= _percent(values, "gen_success_warm") <= 100.0
     # the model's own outputs are reachable by construction
     assert _percent(values, "gen_success_own") >= 50.0
     assert 0.0 < _float(values, "within_class_distance") < 28.0 * 10
