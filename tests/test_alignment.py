@@ -4,7 +4,6 @@ from __future__ import annotations
 import copy
 
 import pytest
-import timm
 import torch
 from torch import nn
 
@@ -13,23 +12,6 @@ from nninvert_lib.errors import InversionError
 from nninvert_lib.forward import forward_pass_inv
 from nninvert_lib.generalized import generalized_inv, head_reachability, invert_head
 from nninvert_lib.result import target_distribution, verify
-
-KW = dict(img_size=28, patch_size=7, in_chans=1, num_classes=10, depth=2)
-
-
-def _vit(head_gain=20.0, **overrides):
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        m = timm.create_model("vit_tiny_patch16_224", **{**KW, **overrides})
-        with torch.no_grad():  # a random head is nearly uniform: make its outputs peaked
-            m.get_classifier().weight.mul_(head_gain)
-        return m.eval()
-
-
-@pytest.fixture
-def tiny_vit():
-    return _vit()
-
 
 def _inputs(n, seed=1):
     return torch.rand(n, 1, 28, 28, generator=torch.Generator().manual_seed(seed))
@@ -46,7 +28,7 @@ def test_needed_alignment_is_the_square_root_of_the_reachability_ratio(tiny_vit)
     assert (d @ head.null_basis).abs().max() < 1e-8                # in the head's row space
 
 
-def test_every_input_that_verifies_meets_the_necessary_alignment(tiny_vit):
+def test_every_input_that_verifies_meets_the_necessary_alignment(tiny_vit, make_vit):
     x = _inputs(6)
     with torch.no_grad():
         own = torch.softmax(tiny_vit(x).double(), dim=-1)          # x verifies its own output
@@ -54,7 +36,7 @@ def test_every_input_that_verifies_meets_the_necessary_alignment(tiny_vit):
     _, reached, needed = align_to_head(tiny_vit, x, own, steps=0)
     assert (reached >= needed - 1e-5).all()
     # a target the head cannot produce needs more than any unit vector gives
-    _, needed_far = head_directions(_vit(head_gain=1.0), target_distribution([0, 1], 0.9))
+    _, needed_far = head_directions(make_vit(head_gain=1.0), target_distribution([0, 1], 0.9))
     assert (needed_far > 1).all()
 
 
@@ -84,10 +66,10 @@ def test_backbone_alignment_keeps_the_best_start_per_target(tiny_vit):
     assert torch.allclose(reached, each.reshape(2, 3).amax(dim=1))
 
 
-def test_bad_arguments_and_models_without_a_normed_head_raise(tiny_vit):
+def test_bad_arguments_and_models_without_a_normed_head_raise(tiny_vit, make_vit):
     target = target_distribution(3, 0.9)
     with pytest.raises(InversionError, match="no norm"):
-        head_directions(_vit(final_norm=False), target)
+        head_directions(make_vit(final_norm=False), target)
     with pytest.raises(InversionError, match="steps must be an int >= 0"):
         align_to_head(tiny_vit, _inputs(1), target, steps=-1)
     with pytest.raises(InversionError, match="lr must be"):

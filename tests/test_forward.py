@@ -9,7 +9,6 @@ from __future__ import annotations
 import copy
 
 import pytest
-import timm
 import torch
 from torch import nn
 
@@ -36,17 +35,6 @@ def selu_fcnn():
 def relu_fcnn():
     return _seeded(lambda: nni.make_fcnn([64, 32, 10], activation="relu",
                                          final_activation=False))
-
-
-@pytest.fixture
-def tiny_vit():
-    def build():
-        m = timm.create_model("vit_tiny_patch16_224", img_size=28, patch_size=7, in_chans=1,
-                              num_classes=10, depth=2)
-        with torch.no_grad():  # a random head is nearly uniform: make its outputs peaked
-            m.head.weight.mul_(20.0)
-        return m.eval()
-    return _seeded(build)
 
 
 def _reachable_target(model, shape, n=1, seed=1):

@@ -15,23 +15,7 @@ from nninvert_lib.generalized import (embedding_residual_basis, generalized_inv,
                                       sample_embeddings)
 from nninvert_lib.softmax import invert_softmax
 from nninvert_lib.result import target_distribution
-
-KW = dict(img_size=28, patch_size=7, in_chans=1, num_classes=10, depth=2)
-
-
-def _vit(head_gain=20.0, **overrides):
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        m = timm.create_model("vit_tiny_patch16_224", **{**KW, **overrides})
-        with torch.no_grad():  # a random head is nearly uniform: make its outputs peaked
-            m.get_classifier().weight.mul_(head_gain)
-        return m.eval()
-
-
-@pytest.fixture
-def tiny_vit():
-    return _vit()
-
+from conftest import TINY_VIT
 
 def _reachable_target(model, n=1, seed=1):
     x = torch.rand(n, 1, 28, 28, generator=torch.Generator().manual_seed(seed))
@@ -45,14 +29,14 @@ def _reachable_target(model, n=1, seed=1):
     ({"global_pool": "avg", "fc_norm": False}, "layernorm-avg"),  # average of normed tokens
     ({"final_norm": False}, "none"),
 ])
-def test_invert_head_recognises_the_norm_before_the_head(overrides, kind):
-    assert invert_head(_vit(**overrides)).norm == kind
+def test_invert_head_recognises_the_norm_before_the_head(overrides, kind, make_vit):
+    assert invert_head(make_vit(**overrides)).norm == kind
 
 
 @pytest.mark.parametrize("overrides", [{}, {"final_norm": False},
                                        {"global_pool": "avg", "fc_norm": False}])
-def test_sampled_embeddings_give_the_target_through_the_head(overrides):
-    model = _vit(**overrides)
+def test_sampled_embeddings_give_the_target_through_the_head(overrides, make_vit):
+    model = make_vit(**overrides)
     head = invert_head(model)
     target = target_distribution([0, 4, 9], 0.9)
     e, feasible = sample_embeddings(head, target, 0.1, torch.Generator().manual_seed(0))
@@ -141,14 +125,14 @@ def test_models_without_an_invertible_head_raise():
     with pytest.raises(InversionError, match="timm vision transformer"):
         generalized_inv(nn.Sequential(nn.Flatten(), nn.Linear(784, 10)),
                         target_distribution(1, 0.9))
-    headless = timm.create_model("vit_tiny_patch16_224", **{**KW, "num_classes": 0})
+    headless = timm.create_model("vit_tiny_patch16_224", **{**TINY_VIT, "num_classes": 0})
     with pytest.raises(InversionError, match="nn.Linear"):
         generalized_inv(headless, target_distribution(1, 0.9))
 
 
-def test_head_reachability_certifies_targets_outside_the_norms_image(tiny_vit):
+def test_head_reachability_certifies_targets_outside_the_norms_image(tiny_vit, make_vit):
     # timm's initial head (std 0.02) keeps the logits small: 0.9 is out of reach
-    ratio, unreachable = head_reachability(_vit(head_gain=1.0), target_distribution([0, 1], 0.9))
+    ratio, unreachable = head_reachability(make_vit(head_gain=1.0), target_distribution([0, 1], 0.9))
     assert unreachable.all() and (ratio > 1).all()
     # what the model produces is reachable, so the bound never exceeds 1 there
     own = _reachable_target(tiny_vit, n=3)
@@ -163,7 +147,7 @@ def test_head_reachability_certifies_targets_outside_the_norms_image(tiny_vit):
     v = head.pinv.solve(torch.ones(1, 10, dtype=torch.float64))[0]
     u = u - ((u @ v) / (v @ v))[:, None] * v
     assert torch.allclose(exact, (u ** 2).sum(dim=1) / head.dim, rtol=1e-4)
-    assert not head_reachability(_vit(final_norm=False), target)[1].any()  # no norm, no bound
+    assert not head_reachability(make_vit(final_norm=False), target)[1].any()  # no norm, no bound
 
 
 def test_embedding_residual_rows_are_logit_differences_then_weighted_null_directions(tiny_vit):
