@@ -115,6 +115,16 @@ def test_invert_generalized_refuses_an_fcnn(capsys):
     assert "ViT" in capsys.readouterr().err
 
 
+def test_invert_warm_start_runs_on_a_vit_and_is_refused_elsewhere(fresh_cache, capsys):
+    argv = ["invert", "vit_tiny", "--profile", "smoke", "--method", "forward", "--classes", "4",
+            "--n", "1", "--p", "0.3", "--warm-start", "3", "--no-progress"]
+    assert cli.main(argv) == 0
+    assert "class 4:" in capsys.readouterr().out
+    for bad in (["fcnn1", "--method", "forward"], ["vit_tiny", "--method", "back"]):
+        assert cli.main(["invert", *bad, "--profile", "smoke", "--warm-start", "3"]) == 2
+        assert "--warm-start" in capsys.readouterr().err
+
+
 def test_invert_unknown_model_is_refused(capsys):
     assert cli.main(["invert", "lenet"]) == 2
     assert "unknown model" in capsys.readouterr().err
