@@ -64,14 +64,14 @@ def distinct_per_class(res: nni.InversionResult, n_classes: int, n_per: int):
     return verified, distinct, smallest
 
 
-RUNS = (("ForwardPassInv (defaults)", "forward", {}),
-        ("ForwardPassInv (chord=0)", "forward", {"chord": 0}),
-        ("ForwardPassInv (warm_start=200)", "forward", {"warm_start": 200}),
-        ("generalized (defaults)", "generalized", {}),
-        ("generalized (chord=0)", "generalized", {"chord": 0}),
-        ("generalized (warm_start=200)", "generalized", {"warm_start": 200}))
-#: what ``--runs`` selects by a short name
-RUN_KEYS = ("lm", "lm-chord0", "lm-warm", "gen", "gen-chord0", "gen-warm")
+#: (short name for ``--runs``, row name, method, options)
+RUNS = (("lm", "ForwardPassInv (defaults)", "forward", {}),
+        ("lm-chord0", "ForwardPassInv (chord=0)", "forward", {"chord": 0}),
+        ("lm-warm", "ForwardPassInv (warm_start=200)", "forward", {"warm_start": 200}),
+        ("gen", "generalized (defaults)", "generalized", {}),
+        ("gen-chord0", "generalized (chord=0)", "generalized", {"chord": 0}),
+        ("gen-warm", "generalized (warm_start=200)", "generalized", {"warm_start": 200}))
+RUN_KEYS = tuple(key for key, *_ in RUNS)
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = ap.parse_args(argv)
     if args.steps < 1 or args.n_per_class < 1:
         ap.error("--steps and --n-per-class must be >= 1")
-    runs = [run for key, run in zip(RUN_KEYS, RUNS) if key in args.runs]
+    runs = [run for key, *run in RUNS if key in args.runs]
 
     t0 = time.perf_counter()
     model, card = nni.load_model("vit_tiny", "quick", device=args.device,
