@@ -15,6 +15,7 @@ from .activations import SELU_ALPHA, SELU_LAMBDA, activation_condition, invert_a
 from .backward import back_pass_inv, plan_back_pass
 from .collect import collect_verified
 from .forward import forward_pass_inv, levenberg_marquardt
+from .frontier import PeakFrontier, peak_frontier
 from .generalized import generalized_inv, head_reachability, invert_head
 from .linear import PseudoInverse, sample_null_space, thresholded_pinv
 from .softmax import invert_softmax
@@ -43,7 +44,7 @@ __all__ = [
     "thresholded_pinv", "sample_null_space", "PseudoInverse",
     "back_pass_inv", "plan_back_pass", "forward_pass_inv", "levenberg_marquardt",
     "generalized_inv", "invert_head", "head_reachability", "collect_verified",
-    "head_directions", "align_to_head", "backbone_alignment",
+    "head_directions", "align_to_head", "backbone_alignment", "peak_frontier", "PeakFrontier",
     "figure3", "figure3_settings", "plot_figure3", "Figure3",
     "null_space_explorer", "lm_explorer", "NullSpaceExplorer", "LMExplorer",
 ]
