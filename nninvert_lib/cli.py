@@ -9,6 +9,7 @@ Examples::
     nninvert invert fcnn6 --method back --classes 0 3 --n 20 --out inv.pt --png inv.png
     nninvert invert vit_tiny --method generalized --n-verified 20   # 20 verified per class
     nninvert figure3 --profile quick --png fig3.png --csv fig3.csv   # Figure 3 as data
+    nninvert frontier vit_tiny --warm-start 200 --json peaks.json    # highest p per class
     nninvert assignments make                  # student versions into _build/assignments/student
     nninvert assignments grade a1_softmax_selu.ipynb --out grade.json
 """
@@ -194,6 +195,43 @@ def _cmd_invert(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_frontier(args: argparse.Namespace) -> int:
+    import math
+
+    from .errors import InversionError
+    from .frontier import peak_frontier
+    from .zoo import load_model
+
+    if args.name not in MODEL_NAMES:
+        print(f"unknown model {args.name!r}; choose from {list(MODEL_NAMES)}", file=sys.stderr)
+        return 2
+    if args.warm_start and args.name.startswith("fcnn"):
+        print("--warm-start aligns a ViT's class token: it needs a ViT", file=sys.stderr)
+        return 2
+    model, card = load_model(args.name, profile=args.profile, progress=not args.no_progress,
+                             data_root=args.data_root)
+    try:
+        fr = peak_frontier(model, classes=args.classes, p_start=args.p_start, step=args.step,
+                           min_step=args.min_step, p_max=args.p_max, n_samples=args.n,
+                           seed=args.seed, warm_start=args.warm_start,
+                           progress=not args.no_progress)
+    except InversionError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    show = lambda v: "-" if math.isnan(v) else f"{v:.3f}"  # noqa: E731
+    print(f"{DISPLAY_NAMES[args.name]} ({args.profile}), {fr.info['seconds']:.0f} s")
+    print("class  highest verified p  stalled at  verified inputs")
+    for row in fr.rows():
+        print(f"{row['class']:>5}  {show(row['highest']):>18}  {show(row['stalled_at']):>10}  "
+              f"{row['verified']:>15}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"model": args.name, "profile": args.profile, "rows": fr.rows(),
+                       "history": fr.history, "info": fr.info}, f, indent=1)
+        print(f"saved the table to {args.json}")
+    return 0
+
+
 def _cmd_figure3(args: argparse.Namespace) -> int:
     import pandas as pd
 
@@ -278,6 +316,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.add_argument("--data-root", default=None, help="folder holding MNIST/raw/")
     p.set_defaults(func=_cmd_invert)
+
+    p = sub.add_parser("frontier", help="per class, the highest target probability P with "
+                       "verified inputs (continuation in P)",
+                       description="Continuation in P (peak_frontier): ForwardPassInv at "
+                       "--p-start, then LM from the verified inputs towards higher P. Every P "
+                       "reported comes with inputs that verify it; where a class stalls, LM "
+                       "could not take the next step.")
+    p.add_argument("name", metavar="NAME", help=f"model name ({', '.join(MODEL_NAMES)})")
+    p.add_argument("--classes", type=int, nargs="+", default=None,
+                   help="classes to measure (default all)")
+    p.add_argument("--n", type=int, default=4, help="random starts per class (default 4)")
+    p.add_argument("--p-start", type=float, default=0.8, help="first P (default 0.8)")
+    p.add_argument("--step", type=float, default=0.02, help="first increase of P (default 0.02)")
+    p.add_argument("--min-step", type=float, default=0.005,
+                   help="stop a class when its step falls below this (default 0.005)")
+    p.add_argument("--p-max", type=float, default=0.99, help="largest P tried (default 0.99)")
+    p.add_argument("--warm-start", type=int, default=0, metavar="STEPS",
+                   help="ViT: Adam steps aligning the class token before the first solve")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--profile", choices=PROFILES, default="quick", help="which trained model")
+    p.add_argument("--json", default=None, help="save the table and the history (.json)")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    p.add_argument("--data-root", default=None, help="folder holding MNIST/raw/")
+    p.set_defaults(func=_cmd_frontier)
 
     p = sub.add_parser("figure3", help="the paper's Figure 3 as data: every method on every "
                        "model, measured; the three claims judged",

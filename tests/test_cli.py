@@ -10,7 +10,8 @@ from nninvert_lib import cli
 
 
 @pytest.mark.parametrize("argv", [["--help"], ["train", "--help"], ["models", "--help"],
-                                  ["data", "--help"], ["figure3", "--help"]])
+                                  ["data", "--help"], ["figure3", "--help"],
+                                  ["frontier", "--help"]])
 def test_every_command_has_help(argv, capsys):
     with pytest.raises(SystemExit) as exc:
         cli.main(argv)
@@ -123,6 +124,35 @@ def test_invert_warm_start_runs_on_a_vit_and_is_refused_elsewhere(fresh_cache, c
     for bad in (["fcnn1", "--method", "forward"], ["vit_tiny", "--method", "back"]):
         assert cli.main(["invert", *bad, "--profile", "smoke", "--warm-start", "3"]) == 2
         assert "--warm-start" in capsys.readouterr().err
+
+
+def test_frontier_smoke_prints_each_class_and_saves_json(fresh_cache, tmp_path, capsys):
+    import json
+
+    out = tmp_path / "peaks.json"
+    argv = ["frontier", "fcnn1", "--profile", "smoke", "--classes", "3", "8", "--n", "2",
+            "--p-start", "0.5", "--step", "0.2", "--min-step", "0.1", "--p-max", "0.9",
+            "--json", str(out), "--no-progress"]
+    assert cli.main(argv) == 0
+    text = capsys.readouterr().out
+    assert "highest verified p" in text
+    saved = json.loads(out.read_text())
+    assert [r["class"] for r in saved["rows"]] == [3, 8]
+    # a shallow net is nearly linear: the continuation reaches p_max for both classes
+    assert all(r["highest"] == 0.9 and r["verified"] >= 1 for r in saved["rows"])
+
+
+def test_frontier_refuses_bad_settings(capsys):
+    assert cli.main(["frontier", "fcnn1", "--warm-start", "5"]) == 2
+    assert "ViT" in capsys.readouterr().err
+    assert cli.main(["frontier", "lenet"]) == 2
+    assert "unknown model" in capsys.readouterr().err
+
+
+def test_frontier_names_a_bad_range(fresh_cache, capsys):
+    assert cli.main(["frontier", "fcnn1", "--profile", "smoke", "--p-start", "0.9",
+                     "--p-max", "0.5", "--no-progress"]) == 2
+    assert "p_max" in capsys.readouterr().err
 
 
 def test_invert_unknown_model_is_refused(capsys):
