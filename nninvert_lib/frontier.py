@@ -8,7 +8,10 @@ with the other nine probabilities equal. :func:`peak_frontier` measures, per
 class, the largest ``p`` for which it finds verifying inputs:
 
 1. ForwardPassInv from random starts at ``p_start`` (optionally with the
-   class-token warm start of :mod:`.alignment`);
+   class-token warm start of :mod:`.alignment`); a class with no verified
+   start tries again from new random starts one ``step`` higher, up to
+   ``p_max`` (a miss at one ``p`` does not mean a miss at all: with 1e-3 on
+   every probability, the nine small ones are relatively tighter at lower ``p``);
 2. then, from the inputs verified so far, Levenberg–Marquardt on the next
    target ``p + step``. A target the continuation verifies replaces the
    current one; one it misses halves the step, down to ``min_step``.
@@ -45,7 +48,7 @@ class PeakFrontier:
     Attributes:
         classes: the classes, in the order of every other field.
         highest: float64 ``(C,)``: the largest ``p`` with verified inputs; NaN
-            where even ``p_start`` was not verified.
+            where no random start verified any ``p`` from ``p_start`` to ``p_max``.
         inputs: per class, the verified inputs at ``highest`` (``(m, *input_shape)``,
             the model's dtype; ``m = 0`` where ``highest`` is NaN).
         stalled_at: float64 ``(C,)``: the smallest ``p`` above ``highest`` that
@@ -55,7 +58,8 @@ class PeakFrontier:
             ``max |probs - target|`` among the attempts (how close LM came); NaN
             where ``stalled_at`` is.
         history: ``(class, p, verified, attempted)`` for every target tried.
-        info: settings and ``seconds``, ``rounds``.
+        info: settings and ``seconds``, ``start_rounds`` (random-start solves),
+            ``rounds`` (continuation steps).
     """
 
     classes: list[int]
@@ -101,9 +105,9 @@ def peak_frontier(model: nn.Module, classes: Sequence[int] | None = None, p_star
         step: the first increase of ``p`` per round; halved after a miss.
         min_step: the continuation of a class stops when its step falls below this.
         p_max: the largest ``p`` tried.
-        n_samples: random starts per class at ``p_start``.
+        n_samples: random starts per class and start round.
         max_iter: LM iterations per target (the paper: 30).
-        seed: seeds the random starts.
+        seed: seeds the random starts (round ``k`` of starts uses ``seed + k``).
         num_classes: K.
         input_shape: shape of one input.
         warm_start: Adam steps of the class-token alignment before the first
@@ -138,23 +142,36 @@ def peak_frontier(model: nn.Module, classes: Sequence[int] | None = None, p_star
         raise InversionError("peak_frontier runs the continuation without restarts; "
                              "use more n_samples instead")
     t0 = time.perf_counter()
-    first = forward_pass_inv(model, target_distribution(classes, p_start, num_classes),
-                             n_samples=n_samples, max_iter=max_iter, seed=seed,
-                             input_shape=tuple(input_shape), warm_start=warm_start, atol=atol,
-                             **options)
-    ok = first.converged.reshape(len(classes), n_samples)
-    xs = first.inputs.reshape(len(classes), n_samples, *first.inputs.shape[1:])
     n = len(classes)
     highest = torch.full((n,), math.nan, dtype=torch.float64)
     stalled = torch.full((n,), math.nan, dtype=torch.float64)
     stall_err = torch.full((n,), math.nan, dtype=torch.float64)
-    inputs = [xs[i][ok[i]] for i in range(n)]
+    inputs: list[torch.Tensor] = [torch.empty(0)] * n
     steps = [step] * n
-    history = [(c, p_start, int(ok[i].sum()), n_samples) for i, c in enumerate(classes)]
-    for i in range(n):
-        if ok[i].any():
-            highest[i] = p_start
-    active = [i for i in range(n) if ok[i].any() and p_start < p_max]
+    history: list[tuple[int, float, int, int]] = []
+    # starts: random-start solves, one p higher each round for the classes still without one
+    pending, p_try, start_rounds = list(range(n)), {i: p_start for i in range(n)}, 0
+    while pending:
+        res = forward_pass_inv(
+            model, torch.cat([target_distribution([classes[i]], p_try[i], num_classes)
+                              for i in pending]),
+            n_samples=n_samples, max_iter=max_iter, seed=seed + start_rounds,
+            input_shape=tuple(input_shape), warm_start=warm_start, atol=atol, **options)
+        start_rounds += 1
+        ok = res.converged.reshape(len(pending), n_samples)
+        xs = res.inputs.reshape(len(pending), n_samples, *res.inputs.shape[1:])
+        still = []
+        for j, i in enumerate(pending):
+            history.append((classes[i], p_try[i], int(ok[j].sum()), n_samples))
+            inputs[i] = xs[j][ok[j]]
+            if ok[j].any():
+                highest[i] = p_try[i]
+                continue
+            p_try[i] = round(p_try[i] + step, 10)
+            if p_try[i] <= p_max:
+                still.append(i)
+        pending = still
+    active = [i for i in range(n) if not math.isnan(highest[i]) and highest[i] < p_max]
     rounds = 0
     bar = tqdm(desc="peak frontier", disable=not progress, leave=False)
     while active:
@@ -189,6 +206,6 @@ def peak_frontier(model: nn.Module, classes: Sequence[int] | None = None, p_star
     bar.close()
     info = {"p_start": p_start, "step": step, "min_step": min_step, "p_max": p_max,
             "n_samples": n_samples, "max_iter": max_iter, "seed": seed, "atol": atol,
-            "warm_start": warm_start, "rounds": rounds,
+            "warm_start": warm_start, "start_rounds": start_rounds, "rounds": rounds,
             "seconds": time.perf_counter() - t0}
     return PeakFrontier(classes, highest, inputs, stalled, stall_err, history, info)
