@@ -214,7 +214,7 @@ def _cmd_frontier(args: argparse.Namespace) -> int:
         fr = peak_frontier(model, classes=args.classes, p_start=args.p_start, step=args.step,
                            min_step=args.min_step, p_max=args.p_max, n_samples=args.n,
                            seed=args.seed, warm_start=args.warm_start,
-                           progress=not args.no_progress)
+                           start_tries=args.start_tries, progress=not args.no_progress)
     except InversionError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -332,6 +332,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-step", type=float, default=0.005,
                    help="stop a class when its step falls below this (default 0.005)")
     p.add_argument("--p-max", type=float, default=0.99, help="largest P tried (default 0.99)")
+    p.add_argument("--start-tries", type=int, default=5,
+                   help="random-start solves per class at most: --p-start, then one step "
+                        "below, one above, ... (default 5)")
     p.add_argument("--warm-start", type=int, default=0, metavar="STEPS",
                    help="ViT: Adam steps aligning the class token before the first solve")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")

@@ -9,9 +9,8 @@ class, the largest ``p`` for which it finds verifying inputs:
 
 1. ForwardPassInv from random starts at ``p_start`` (optionally with the
    class-token warm start of :mod:`.alignment`); a class with no verified
-   start tries again from new random starts one ``step`` higher, up to
-   ``p_max`` (a miss at one ``p`` does not mean a miss at all: with 1e-3 on
-   every probability, the nine small ones are relatively tighter at lower ``p``);
+   start tries new random starts one ``step`` below, then one above, and so on
+   (``start_tries`` in all): a miss at one ``p`` is not a miss at all ``p``;
 2. then, from the inputs verified so far, Levenberg–Marquardt on the next
    target ``p + step``. A target the continuation verifies replaces the
    current one; one it misses halves the step, down to ``min_step``.
@@ -48,7 +47,7 @@ class PeakFrontier:
     Attributes:
         classes: the classes, in the order of every other field.
         highest: float64 ``(C,)``: the largest ``p`` with verified inputs; NaN
-            where no random start verified any ``p`` from ``p_start`` to ``p_max``.
+            where no random start verified any of the ``start_tries`` values tried.
         inputs: per class, the verified inputs at ``highest`` (``(m, *input_shape)``,
             the model's dtype; ``m = 0`` where ``highest`` is NaN).
         stalled_at: float64 ``(C,)``: the smallest ``p`` above ``highest`` that
@@ -59,7 +58,8 @@ class PeakFrontier:
             where ``stalled_at`` is.
         history: ``(class, p, verified, attempted)`` for every target tried.
         info: settings and ``seconds``, ``start_rounds`` (random-start solves),
-            ``rounds`` (continuation steps).
+            ``start_p`` (per class, the ``p`` of its first verified start; NaN where
+            none) and ``rounds`` (continuation steps).
     """
 
     classes: list[int]
@@ -90,11 +90,24 @@ def _check_fraction(value, name: str) -> float:
     return float(value)
 
 
+def _start_ladder(p_start: float, step: float, p_max: float, tries: int) -> list[float]:
+    """``p_start``, then one ``step`` below, one above, two below, ...: ``tries`` values in
+    ``(0, p_max]``."""
+    ladder, k = [p_start], 1
+    while len(ladder) < tries and (p_start - k * step > 0 or p_start + k * step <= p_max):
+        for p in (p_start - k * step, p_start + k * step):
+            if 0 < p <= p_max and len(ladder) < tries:
+                ladder.append(round(p, 10))
+        k += 1
+    return ladder
+
+
 def peak_frontier(model: nn.Module, classes: Sequence[int] | None = None, p_start: float = 0.8,
                   step: float = 0.02, min_step: float = 0.005, p_max: float = 0.99,
                   n_samples: int = 4, max_iter: int = 30, seed: int = 0,
                   num_classes: int = 10, input_shape: tuple[int, ...] = (1, 28, 28),
-                  warm_start: int = 0, atol: float = DEFAULT_ATOL, progress: bool = False,
+                  warm_start: int = 0, start_tries: int = 5, atol: float = DEFAULT_ATOL,
+                  progress: bool = False,
                   **options) -> PeakFrontier:
     """The largest ``p`` of ``target_distribution(c, p)`` each class reaches, by continuation.
 
@@ -112,6 +125,8 @@ def peak_frontier(model: nn.Module, classes: Sequence[int] | None = None, p_star
         input_shape: shape of one input.
         warm_start: Adam steps of the class-token alignment before the first
             solve (a ViT whose head sits behind a norm; see :mod:`.alignment`).
+        start_tries: random-start solves per class at most: at ``p_start``, then
+            one ``step`` below, one above, two below, ... (within ``(0, p_max]``).
         atol: verification tolerance (probability space).
         progress: show a progress bar over rounds.
         **options: passed to every LM solve (``bounds``, ``dtype``, ``residual``,
@@ -123,7 +138,7 @@ def peak_frontier(model: nn.Module, classes: Sequence[int] | None = None, p_star
     Raises:
         InversionError: ``p_start``, ``p_max``, ``step`` or ``min_step`` out of
             range, ``p_max <= p_start``, ``min_step > step``, a class outside
-            ``0..num_classes-1``, or bad ``n_samples`` (and whatever the solvers
+            ``0..num_classes-1``, or bad ``n_samples`` or ``start_tries`` (and whatever the solvers
             raise for bad options).
     """
     p_start, p_max = _check_fraction(p_start, "p_start"), _check_fraction(p_max, "p_max")
@@ -134,6 +149,8 @@ def peak_frontier(model: nn.Module, classes: Sequence[int] | None = None, p_star
         raise InversionError(f"min_step ({min_step}) must not exceed step ({step})")
     if not isinstance(n_samples, int) or isinstance(n_samples, bool) or n_samples < 1:
         raise InversionError(f"n_samples must be an int >= 1, got {n_samples!r}")
+    if not isinstance(start_tries, int) or isinstance(start_tries, bool) or start_tries < 1:
+        raise InversionError(f"start_tries must be an int >= 1, got {start_tries!r}")
     classes = list(range(num_classes)) if classes is None else [int(c) for c in classes]
     if not classes:
         raise InversionError("classes must name at least one class")
@@ -149,9 +166,12 @@ def peak_frontier(model: nn.Module, classes: Sequence[int] | None = None, p_star
     inputs: list[torch.Tensor] = [torch.empty(0)] * n
     steps = [step] * n
     history: list[tuple[int, float, int, int]] = []
-    # starts: random-start solves, one p higher each round for the classes still without one
-    pending, p_try, start_rounds = list(range(n)), {i: p_start for i in range(n)}, 0
+    # starts: random-start solves at p_start, then alternately one step below and above
+    starts = _start_ladder(p_start, step, p_max, start_tries)
+    pending, tried, start_rounds = list(range(n)), [0] * n, 0
+    start_p = [math.nan] * n
     while pending:
+        p_try = {i: starts[tried[i]] for i in pending}
         res = forward_pass_inv(
             model, torch.cat([target_distribution([classes[i]], p_try[i], num_classes)
                               for i in pending]),
@@ -164,11 +184,10 @@ def peak_frontier(model: nn.Module, classes: Sequence[int] | None = None, p_star
         for j, i in enumerate(pending):
             history.append((classes[i], p_try[i], int(ok[j].sum()), n_samples))
             inputs[i] = xs[j][ok[j]]
+            tried[i] += 1
             if ok[j].any():
-                highest[i] = p_try[i]
-                continue
-            p_try[i] = round(p_try[i] + step, 10)
-            if p_try[i] <= p_max:
+                highest[i] = start_p[i] = p_try[i]
+            elif tried[i] < len(starts):
                 still.append(i)
         pending = still
     active = [i for i in range(n) if not math.isnan(highest[i]) and highest[i] < p_max]
@@ -206,6 +225,8 @@ def peak_frontier(model: nn.Module, classes: Sequence[int] | None = None, p_star
     bar.close()
     info = {"p_start": p_start, "step": step, "min_step": min_step, "p_max": p_max,
             "n_samples": n_samples, "max_iter": max_iter, "seed": seed, "atol": atol,
-            "warm_start": warm_start, "start_rounds": start_rounds, "rounds": rounds,
+            "warm_start": warm_start, "start_tries": start_tries, "start_rounds": start_rounds,
+            "start_p": start_p,
+            "rounds": rounds,
             "seconds": time.perf_counter() - t0}
     return PeakFrontier(classes, highest, inputs, stalled, stall_err, history, info)

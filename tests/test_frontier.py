@@ -68,13 +68,13 @@ def test_unreached_start_is_reported_not_raised(bounded):
                            input_shape=(20,), max_iter=10)
     assert torch.isnan(fr.highest).all() and torch.isnan(fr.stalled_at).all()
     assert len(fr.inputs[0]) == 0 and not fr.reaches(0.5).any()
-    # each start round tried one step higher, up to p_max
-    assert [(c, round(p, 6), v) for c, p, v, _ in fr.history] == [(4, 0.95, 0), (4, 0.97, 0),
-                                                                   (4, 0.99, 0)]
-    assert fr.info["start_rounds"] == 3 and fr.info["rounds"] == 0
+    # the start rounds went one step below, one above, ... within (0, p_max]
+    assert [(c, round(p, 6), v) for c, p, v, _ in fr.history] == [
+        (4, 0.95, 0), (4, 0.93, 0), (4, 0.97, 0), (4, 0.91, 0), (4, 0.99, 0)]
+    assert fr.info["start_rounds"] == 5 and fr.info["rounds"] == 0
 
 
-def test_a_missed_start_is_tried_again_higher():
+def test_a_missed_start_is_tried_again_below_and_above():
     """Logits ``0.5·tanh(Wx) + 4·e_2``: class 2 leads by 3 to 5, so target_distribution(2, p)
     is reachable exactly for ``e³/(e³ + 9) < p < e⁵/(e⁵ + 9)`` (0.691 to 0.943)."""
     torch.manual_seed(0)
@@ -83,10 +83,10 @@ def test_a_missed_start_is_tried_again_higher():
     low, high = math.exp(3) / (math.exp(3) + 9), math.exp(5) / (math.exp(5) + 9)
     fr = nni.peak_frontier(model, classes=[2], p_start=0.5, step=0.1, min_step=0.01,
                            n_samples=2, input_shape=(20,), seed=0)
-    starts = [(round(p, 6), v) for c, p, v, _ in fr.history[:3]]
-    assert starts[0] == (0.5, 0) and starts[1] == (0.6, 0) and starts[2][0] == 0.7 > low
-    assert starts[2][1] >= 1
-    assert high - 0.02 < float(fr.highest[0]) < high
+    starts = [(round(p, 6), v) for c, p, v, _ in fr.history[:5]]
+    assert starts[:4] == [(0.5, 0), (0.4, 0), (0.6, 0), (0.3, 0)]
+    assert starts[4][0] == 0.7 > low and starts[4][1] >= 1 and fr.info["start_p"] == [0.7]
+    assert 0.7 <= float(fr.highest[0]) < high
 
 
 def test_same_seed_same_frontier(bounded):
@@ -101,6 +101,7 @@ def test_same_seed_same_frontier(bounded):
     (dict(step=0.01, min_step=0.02), "min_step"),
     (dict(step=0.0), "step"),
     (dict(n_samples=0), "n_samples"),
+    (dict(start_tries=0), "start_tries"),
     (dict(classes=[10]), "0..9"),
     (dict(classes=[]), "at least one class"),
     (dict(restarts=2), "without restarts"),
