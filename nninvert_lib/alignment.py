@@ -132,6 +132,19 @@ def align_to_head(model: nn.Module, x0: torch.Tensor, target: torch.Tensor | Seq
                                    and bounds[0] < bounds[1]):
         raise InversionError(f"bounds must be (lo, hi) with lo < hi, got {bounds!r}")
     head = invert_head(model)
+    m_dtype, device = model_dtype_device(model)
+    net, _ = inversion_copy(model, m_dtype, device)
+    with_fast_activations(net)
+    return _ascend(backbone_fn(net, tuple(x0.shape[1:])), head, x0, target, steps, lr, bounds,
+                   atol, progress, m_dtype, device)
+
+
+def _ascend(fn, head: HeadInverse, x0: torch.Tensor, target: torch.Tensor | Sequence,
+            steps: int, lr: float, bounds: tuple[float, float] | None, atol: float,
+            progress: bool, dtype: torch.dtype,
+            device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:func:`align_to_head` on a backbone function ``fn`` (flat inputs ``(n, d)`` to the
+    normalised class token ``(n, D)``) that the caller built, in ``dtype`` on ``device``."""
     tgt = check_target(target, num_classes=head.weight.shape[0])
     n = len(x0)
     if len(tgt) == 1 and n > 1:
@@ -139,14 +152,8 @@ def align_to_head(model: nn.Module, x0: torch.Tensor, target: torch.Tensor | Seq
     if len(tgt) != n:
         raise InversionError(f"x0 has {n} inputs but target has {len(tgt)} rows")
     d, needed = head_directions(head, tgt, atol)
-    m_dtype, device = model_dtype_device(model)
-    net, _ = inversion_copy(model, m_dtype, device)
-    with_fast_activations(net)
-    for p in net.parameters():
-        p.requires_grad_(False)
     shape = tuple(x0.shape[1:])
-    fn = backbone_fn(net, shape)
-    to = dict(dtype=m_dtype, device=device)
+    to = dict(dtype=dtype, device=device)
     dirs = d.to(**to)
     gamma, beta = head.gamma.to(**to), head.beta.to(**to)
     scale = 1.0 / math.sqrt(head.dim)
@@ -210,15 +217,25 @@ def backbone_alignment(model: nn.Module, target: torch.Tensor | Sequence, n_star
 
 
 def warm_start_inputs(model: nn.Module, x0: torch.Tensor, target: torch.Tensor, steps: int,
-                      bounds: tuple[float, float] | None) -> tuple[torch.Tensor, dict]:
+                      bounds: tuple[float, float] | None,
+                      own: tuple | None = None) -> tuple[torch.Tensor, dict]:
     """``x0`` after ``steps`` of :func:`align_to_head`, and what to record in ``info``.
 
     Used by ``forward_pass_inv`` and ``generalized_inv`` (option ``warm_start``).
+    ``own = (fn, head, dtype, device)``: a caller that already holds a working copy
+    of the model (from :func:`~.modelcopy.inversion_copy`, parameters frozen; ``fn``
+    its backbone function, as :func:`~.generalized.backbone_fn` builds it, and
+    ``head`` its :class:`~.generalized.HeadInverse`) runs the ascent on that copy,
+    in its dtype, instead of on a second copy in the model's dtype.
     """
     _check_steps(steps, "warm_start")
     t0 = time.perf_counter()
     try:
-        x, reached, needed = align_to_head(model, x0, target, steps=steps, bounds=bounds)
+        if own is None:
+            x, reached, needed = align_to_head(model, x0, target, steps=steps, bounds=bounds)
+        else:
+            x, reached, needed = _ascend(own[0], own[1], x0, target, steps, DEFAULT_ALIGN_LR,
+                                         bounds, DEFAULT_ATOL, False, own[2], own[3])
     except InversionError as exc:
         raise InversionError(f"warm_start needs a vision transformer whose head sits behind a "
                              f"LayerNorm or RMSNorm: {exc}") from exc

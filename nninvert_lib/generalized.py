@@ -455,7 +455,8 @@ def generalized_inv(model: nn.Module, target: torch.Tensor | Sequence, n_samples
             ``DEFAULT_NULL_WEIGHT = 0.1``); ``polish`` (default True: finish
             unverified samples in logit space); ``warm_start`` (default 0:
             Adam steps aligning the class token with the direction the target
-            needs before the embeddings are sampled, see
+            needs before the embeddings are sampled, on the method's own
+            working copy (its dtype, its head inversion), see
             :func:`~nninvert_lib.alignment.align_to_head`); and the options of
             :func:`~nninvert_lib.forward.levenberg_marquardt` (``atol``,
             ``bounds``, ``max_step``, ``restarts`` (default 0 here), ``dtype``,
@@ -538,7 +539,8 @@ def generalized_inv(model: nn.Module, target: torch.Tensor | Sequence, n_samples
         from .alignment import warm_start_inputs
 
         start, warm_info = warm_start_inputs(model, x0.reshape(n, *input_shape), tgt, warm,
-                                             None if bounds is None else box)
+                                             None if bounds is None else box,
+                                             own=(fn, head, work, device))
         start = start.reshape(n, -1)
     xf = start.to(device=device, dtype=work)
     anchors = None

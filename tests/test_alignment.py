@@ -97,3 +97,23 @@ def test_warm_start_is_recorded_and_the_flags_stay_honest(tiny_vit, method):
     cold = method(tiny_vit, target, n_samples=2, seed=0, max_iter=10)
     assert cold.info["warm_start"] == 0 and "alignment" not in cold.info
     assert torch.equal(cold.info["x0"], info["x0"])            # same random draws
+
+
+def test_generalized_warm_start_ascends_on_its_own_copy(tiny_vit, monkeypatch):
+    """The generalized method runs the ascent on the working copy it already holds: the
+    same alignment as align_to_head from the same starts, without a second copy."""
+    import nninvert_lib.alignment as alignment_module
+
+    target = target_distribution([2, 5], 0.6)
+    res = generalized_inv(tiny_vit, target, n_samples=2, seed=0, max_iter=5, warm_start=8)
+    x0 = res.info["x0"].reshape(4, 1, 28, 28)
+    _, reached, needed = align_to_head(tiny_vit, x0, res.target, steps=8)
+    assert torch.allclose(res.info["alignment"], reached, atol=1e-6)
+    assert torch.equal(res.info["alignment_needed"], needed)
+
+    def no_second_copy(*args, **kwargs):
+        raise AssertionError("the ascent made its own copy of the model")
+
+    monkeypatch.setattr(alignment_module, "inversion_copy", no_second_copy)
+    again = generalized_inv(tiny_vit, target, n_samples=2, seed=0, max_iter=5, warm_start=8)
+    assert torch.equal(again.info["alignment"], res.info["alignment"])
