@@ -41,8 +41,19 @@ value of the Jacobian drops to ~1e-6 part of the way (a near fold) and LM
 stops following the path there for most targets when each layer is 0.75 times
 as wide as the one before; with ratio 0.5 it verifies most targets.
 
+``--milp-bound M`` asks whether small preimages exist at all
+(:func:`bounded_preimage`): a mixed-integer program over the activation
+patterns (HiGHS, big-M, one binary per unit) for an input whose every entry and
+every pre-activation lies in ``[-M, M]``. An infeasible program
+proves (up to HiGHS's tolerances) that every preimage of the target has an
+input entry or a pre-activation beyond ``M``; a feasible one gives an input,
+finished by 30 LM steps in the model's dtype if it does not verify at once.
+Only networks up to ``--milp-max-depth`` are tried (the search grows
+exponentially with the number of hidden units).
+
     python benchmarks/leaky_depth.py                  # about 2 minutes on one CPU thread
     python benchmarks/leaky_depth.py --continuation --float64 --smoothing   # ~12 minutes
+    python benchmarks/leaky_depth.py --slopes 0.01 --ratios 0.75 --depths 2 4 --milp-bound 1e4
 
 Writes ``benchmarks/results/<date>-<host>-leaky-depth.{json,md}`` (or ``--out``).
 """
@@ -128,6 +139,109 @@ def smoothing_continuation(net: torch.nn.Sequential, x0: torch.Tensor, target: t
                                    max_iter=max_iter).inputs.double()
 
 
+def bounded_preimage(net: torch.nn.Sequential, target: torch.Tensor, bound: float,
+                     time_limit: float = 60.0) -> tuple[str, torch.Tensor | None]:
+    """Is there an input in ``[-bound, bound]`` whose pre-activations (every LeakyReLU's input, the last one's
+    too when the network ends with one) all lie in ``[-bound, bound]`` and whose logits
+    are ``log(target) + k`` for some shift ``k``? ``target``: ``(K,)``.
+
+    A big-M feasibility program over the LeakyReLU activation patterns (SciPy's
+    ``milp``, HiGHS); the input's entries are held in ``[-bound, bound]`` too. Returns ``("infeasible", None)``,
+    ``("feasible", x)`` with ``x`` ``(1, in)`` float64, or ``("undecided", None)``
+    when ``time_limit`` seconds ran out first.
+    """
+    import numpy as np
+    from scipy.optimize import Bounds, LinearConstraint, milp
+    from scipy.sparse import coo_matrix
+
+    linears = [m for m in net.modules() if isinstance(m, torch.nn.Linear)]
+    slopes = [m.negative_slope for m in net.modules() if isinstance(m, torch.nn.LeakyReLU)]
+    if len(slopes) not in (len(linears) - 1, len(linears)) or len(set(slopes)) != 1:
+        raise ValueError("bounded_preimage needs Linear, LeakyReLU, ..., Linear (LeakyReLU) "
+                         "with one slope")
+    s, big = float(slopes[0]), float(bound)
+    ws = [m.weight.detach().double().numpy() for m in linears]
+    bs = [m.bias.detach().double().numpy() for m in linears]
+    n_in, activated = ws[0].shape[1], [w.shape[0] for w in ws[:len(slopes)]]
+    # variables: x, then (h, a, d) per activated layer, then the shift k
+    offsets, off = [], n_in
+    for n in activated:
+        offsets.append((off, off + n, off + 2 * n))
+        off += 3 * n
+    k_var, n_var = off, off + 1
+    rows, cols, vals, lo, hi = [], [], [], [], []
+
+    def add(coefs: dict, low: float, high: float) -> None:
+        r = len(lo)
+        for c, v in coefs.items():
+            rows.append(r); cols.append(c); vals.append(v)
+        lo.append(low); hi.append(high)
+
+    for layer, n in enumerate(activated):
+        h, a, d = offsets[layer]
+        src = 0 if layer == 0 else offsets[layer - 1][1]
+        w, b = ws[layer], bs[layer]
+        for i in range(n):
+            coefs = {h + i: 1.0}
+            coefs.update({src + j: -w[i, j] for j in range(w.shape[1])})
+            add(coefs, b[i], b[i])                                   # h = W src + b
+            add({h + i: 1.0, d + i: -big}, -np.inf, 0.0)             # d = 0  =>  h <= 0
+            add({h + i: 1.0, d + i: -big}, -big, np.inf)             # d = 1  =>  h >= 0
+            add({a + i: 1.0, h + i: -1.0, d + i: big}, -np.inf, big)  # d = 1  =>  a = h
+            add({a + i: 1.0, h + i: -1.0, d + i: -big}, -big, np.inf)
+            add({a + i: 1.0, h + i: -s, d + i: -big}, -np.inf, 0.0)  # d = 0  =>  a = s h
+            add({a + i: 1.0, h + i: -s, d + i: big}, 0.0, np.inf)
+    z = torch.log(target.double()).numpy()
+    last = offsets[-1][1]
+    for i in range(len(z)):                                           # logits = z + k
+        if len(activated) == len(linears):                            # ... after a LeakyReLU
+            coefs, rhs = {last + i: 1.0, k_var: -1.0}, z[i]
+        else:                                                         # ... W a + b
+            coefs = {last + j: ws[-1][i, j] for j in range(ws[-1].shape[1])}
+            coefs[k_var], rhs = -1.0, z[i] - bs[-1][i]
+        add(coefs, rhs, rhs)
+    lower, upper = np.full(n_var, -np.inf), np.full(n_var, np.inf)
+    lower[:n_in], upper[:n_in] = -big, big
+    integrality = np.zeros(n_var)
+    for (h, a, d), n in zip(offsets, activated):
+        lower[h:h + n], upper[h:h + n] = -big, big
+        lower[a:a + n], upper[a:a + n] = -s * big, big
+        lower[d:d + n], upper[d:d + n], integrality[d:d + n] = 0.0, 1.0, 1
+    cost = np.zeros(n_var)                                            # feasibility only
+    matrix = coo_matrix((vals, (rows, cols)), shape=(len(lo), n_var)).tocsr()
+    res = milp(cost, constraints=LinearConstraint(matrix, lo, hi), integrality=integrality,
+               bounds=Bounds(lower, upper), options={"time_limit": time_limit})
+    if res.status == 2:
+        return "infeasible", None
+    if res.x is None:
+        return "undecided", None
+    return "feasible", torch.tensor(res.x[:n_in], dtype=torch.float64).unsqueeze(0)
+
+
+def milp_row(net: torch.nn.Sequential, target: torch.Tensor, bound: float,
+             time_limit: float) -> dict:
+    """:func:`bounded_preimage` for each row of ``target`` ``(B, K)``: counts, the
+    largest input entry among the feasible ones, and how many verify in the model's
+    dtype (at once, or after 30 LM steps from the MILP's input)."""
+    counts = {"infeasible": 0, "feasible": 0, "undecided": 0}
+    verified, largest = 0, 0.0
+    t = time.perf_counter()
+    dtype = next(net.parameters()).dtype
+    for row in target:
+        status, x = bounded_preimage(net, row, bound, time_limit)
+        counts[status] += 1
+        if x is None:
+            continue
+        largest = max(largest, float(x.abs().max()))
+        ok = nni.verify(net, x.to(dtype), row[None])[1]
+        if not ok.all():
+            ok = nni.levenberg_marquardt(net, x.to(dtype), row[None], max_iter=30).converged
+        verified += int(ok.all())
+    return {"bound": bound, **counts, "verified": verified,
+            "max_abs_input": largest if counts["feasible"] else None,
+            "seconds": time.perf_counter() - t}
+
+
 def _largest_entry(x: torch.Tensor) -> float | None:
     """``max |x|`` in float64, or None where it is not finite (the input overflowed)."""
     big = float(x.double().abs().max())
@@ -154,6 +268,13 @@ def main(argv: list[str] | None = None) -> dict:
                     help="also run back_pass_inv on a float64 copy of each network")
     ap.add_argument("--smoothing", action="store_true",
                     help="also measure the continuation in a smoothing (smoothing_continuation)")
+    ap.add_argument("--milp-bound", type=float, default=None, metavar="M",
+                    help="also ask a MILP for a preimage with every input entry and "
+                         "pre-activation in [-M, M] (bounded_preimage), one per class")
+    ap.add_argument("--milp-max-depth", type=int, default=4,
+                    help="skip the MILP on deeper networks (default 4)")
+    ap.add_argument("--milp-time-limit", type=float, default=60.0,
+                    help="seconds per MILP (default 60)")
     ap.add_argument("--out", type=Path, default=HERE / "results")
     args = ap.parse_args(argv)
     target = nni.target_distribution(list(range(10)), 0.9)
@@ -199,9 +320,13 @@ def main(argv: list[str] | None = None) -> dict:
                         "success_rate": float(ok.double().mean()),
                         "max_abs_input": _largest_entry(x),
                         "seconds": time.perf_counter() - t}
+                if args.milp_bound is not None and depth <= args.milp_max_depth:
+                    rows[-1]["milp"] = milp_row(net, target, args.milp_bound,
+                                                args.milp_time_limit)
                 print(rows[-1], flush=True)
     out = {"date": _dt.date.today().isoformat(), "host": platform.node(),
-           "torch": torch.__version__, "n_per_class": args.n, "rows": rows}
+           "torch": torch.__version__, "n_per_class": args.n, "milp_bound": args.milp_bound,
+           "rows": rows}
     args.out.mkdir(parents=True, exist_ok=True)
     stem = args.out / f"{out['date']}-{out['host']}-leaky-depth"
     stem.with_suffix(".json").write_text(json.dumps(out, indent=1))
@@ -217,6 +342,10 @@ def main(argv: list[str] | None = None) -> dict:
     if args.smoothing:
         head += " smoothing: verified | its largest input entry |"
         rule += "---:|---:|"
+    if args.milp_bound is not None:
+        head += (f" MILP, inputs and pre-activations in ±{args.milp_bound:.0e}: infeasible / "
+                 "feasible / undecided | feasible and verified | their largest input entry |")
+        rule += "---|---:|---:|"
     lines = [head, rule]
     for r in rows:
         line = (f"| {r['slope']} | {r['ratio']} | {r['depth']} | {r['input_width']} | "
@@ -229,6 +358,12 @@ def main(argv: list[str] | None = None) -> dict:
             c = r.get(key)
             if c:
                 line += f" {c['success_rate']:.0%} | {_largest(c['max_abs_input'])} |"
+        c = r.get("milp")
+        if c:
+            line += (f" {c['infeasible']} / {c['feasible']} / {c['undecided']} | "
+                     f"{c['verified']} | {_largest(c['max_abs_input'])} |")
+        elif args.milp_bound is not None:
+            line += " — | — | — |"
         lines.append(line)
     stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print(f"wrote {stem}.json and .md")

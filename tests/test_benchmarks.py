@@ -86,3 +86,17 @@ def test_report_names_the_thread_count_where_it_is_not_one():
     assert model_label({"model": "fcnn6", "threads": 1}) == "FCNN-6"
     assert model_label({"model": "fcnn6", "threads": 2}) == "FCNN-6, 2 threads"
     assert "forward_fcnn6_2threads" in report.FORWARD_KEYS
+
+
+def test_bounded_preimage_finds_small_preimages_and_proves_their_absence():
+    """The MILP of leaky_depth.py: a preimage within a generous bound verifies; one whose
+    hidden values must stay within 1e-3 cannot give logits 4.4 apart."""
+    bounded_preimage = bench_module("leaky_depth").bounded_preimage
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        net = nni.make_fcnn([16, 12, 8, 4], "leaky_relu", negative_slope=0.1).double().eval()
+    target = nni.target_distribution(2, 0.9, num_classes=4)
+    status, x = bounded_preimage(net, target, 1e3, time_limit=30)
+    assert status == "feasible" and x.shape == (1, 16)
+    assert nni.verify(net, x, target[None], atol=1e-6)[1].all()
+    assert bounded_preimage(net, target, 1e-3, time_limit=30) == ("infeasible", None)
