@@ -49,7 +49,9 @@ proves (up to HiGHS's tolerances) that every preimage of the target has an
 input entry or a pre-activation beyond ``M``; a feasible one gives an input,
 finished by 30 LM steps in the model's dtype if it does not verify at once.
 Only networks up to ``--milp-max-depth`` are tried (the search grows
-exponentially with the number of hidden units).
+exponentially with the number of hidden units). At slope 0.01, ratio 0.75 and
+``M = 1e4`` it found such inputs for all ten targets at depth 2 and decided
+none of the ten within 60 s each at depth 4.
 
     python benchmarks/leaky_depth.py                  # about 2 minutes on one CPU thread
     python benchmarks/leaky_depth.py --continuation --float64 --smoothing   # ~12 minutes
