@@ -107,8 +107,7 @@ def peak_frontier(model: nn.Module, classes: Sequence[int] | None = None, p_star
                   n_samples: int = 4, max_iter: int = 30, seed: int = 0,
                   num_classes: int = 10, input_shape: tuple[int, ...] = (1, 28, 28),
                   warm_start: int = 0, start_tries: int = 5, atol: float = DEFAULT_ATOL,
-                  progress: bool = False,
-                  **options) -> PeakFrontier:
+                  progress: bool = False, **options) -> PeakFrontier:
     """The largest ``p`` of ``target_distribution(c, p)`` each class reaches, by continuation.
 
     Args:
@@ -138,8 +137,8 @@ def peak_frontier(model: nn.Module, classes: Sequence[int] | None = None, p_star
     Raises:
         InversionError: ``p_start``, ``p_max``, ``step`` or ``min_step`` out of
             range, ``p_max <= p_start``, ``min_step > step``, a class outside
-            ``0..num_classes-1``, or bad ``n_samples`` or ``start_tries`` (and whatever the solvers
-            raise for bad options).
+            ``0..num_classes-1``, or bad ``n_samples`` or ``start_tries`` (and
+            whatever the solvers raise for bad options).
     """
     p_start, p_max = _check_fraction(p_start, "p_start"), _check_fraction(p_max, "p_max")
     step, min_step = _check_fraction(step, "step"), _check_fraction(min_step, "min_step")
