@@ -143,14 +143,15 @@ def smoothing_continuation(net: torch.nn.Sequential, x0: torch.Tensor, target: t
 
 def bounded_preimage(net: torch.nn.Sequential, target: torch.Tensor, bound: float,
                      time_limit: float = 60.0) -> tuple[str, torch.Tensor | None]:
-    """Is there an input in ``[-bound, bound]`` whose pre-activations (every LeakyReLU's input, the last one's
-    too when the network ends with one) all lie in ``[-bound, bound]`` and whose logits
-    are ``log(target) + k`` for some shift ``k``? ``target``: ``(K,)``.
+    """Is there an input in ``[-bound, bound]`` whose pre-activations (every
+    LeakyReLU's input, the last one's too when the network ends with one) all lie
+    in ``[-bound, bound]`` and whose logits are ``log(target) + k`` for some shift
+    ``k``? ``target``: ``(K,)``.
 
     A big-M feasibility program over the LeakyReLU activation patterns (SciPy's
-    ``milp``, HiGHS); the input's entries are held in ``[-bound, bound]`` too. Returns ``("infeasible", None)``,
-    ``("feasible", x)`` with ``x`` ``(1, in)`` float64, or ``("undecided", None)``
-    when ``time_limit`` seconds ran out first.
+    ``milp``, HiGHS). Returns ``("infeasible", None)``, ``("feasible", x)`` with
+    ``x`` ``(1, in)`` float64, or ``("undecided", None)`` when ``time_limit``
+    seconds ran out first.
     """
     import numpy as np
     from scipy.optimize import Bounds, LinearConstraint, milp

@@ -3,7 +3,8 @@
 Runs :func:`nninvert_lib.peak_frontier` on all ten classes: ForwardPassInv
 (with ``--warm-start`` Adam steps of class-token alignment) from
 ``--n-samples`` random starts at ``--p-start`` (a class without a verified
-start tries new ones 0.02 higher), then LM from the verified inputs towards higher ``p`` (step 0.02, halved after each miss down to 0.005).
+start tries new ones 0.02 below, then above, ...), then LM from the verified
+inputs towards higher ``p`` (step 0.02, halved after each miss down to 0.005).
 Beside each class's highest verified ``p`` it lists where the continuation
 stalled and how close LM came there, and the largest probability the model
 gives that class on any validation digit (the peak alone, with the other nine
@@ -54,7 +55,8 @@ def report(out: dict) -> str:
              "its smallest error | verified inputs | largest p on a validation digit |",
              "|---:|---:|---:|---:|---:|---:|---:|"]
     for r, s, v in zip(out["rows"], out["start_p"], out["validation_peak"]):
-        lines.append(f"| {r['class']} | {cell(s)} | {cell(r['highest'])} | {cell(r['stalled_at'])} | "
+        lines.append(f"| {r['class']} | {cell(s)} | {cell(r['highest'])} | "
+                     f"{cell(r['stalled_at'])} | "
                      f"{err(r['stall_error'])} | {r['verified']} | {v:.3f} |")
     return "\n".join(lines) + "\n"
 

@@ -10,7 +10,8 @@ import nninvert_lib as nni
 
 class BoundedLogits(nn.Module):
     """``a · tanh(W x)``: every logit lies in ``(-a, a)``, so ``target_distribution(c, p)``
-    is reachable exactly for ``p < e^{2a} / (e^{2a} + K - 1)`` (others at ``-a``, ``c`` at ``a``)."""
+    is reachable exactly for ``p < e^{2a} / (e^{2a} + K - 1)`` (others at ``-a``, ``c`` at
+    ``a``)."""
 
     def __init__(self, d: int = 20, k: int = 10, a: float = 2.0):
         super().__init__()
