@@ -207,6 +207,13 @@ def check_08_generalized_method(values: dict) -> None:
     ruled_out = _text(values, "align_ruled_out")
     assert ruled_out == "none" or all(c.strip().isdigit() for c in ruled_out.split(","))
     assert 0.0 <= _percent(values, "gen_success_warm") <= 100.0
+    # every p the continuation reports comes with images that verify it
+    assert _text(values, "frontier_proved") == "True"
+    below = _text(values, "frontier_below")
+    assert below == "none" or all(c.strip().isdigit() for c in below.split(","))
+    reached, of = _text(values, "frontier_reach_count").split(" of ")
+    assert 0 <= int(reached) <= int(of) and int(of) >= 1
+    assert int(values["frontier_below_verified"]["text/plain"]) >= 0
     # the model's own outputs are reachable by construction
     assert _percent(values, "gen_success_own") >= 50.0
     assert 0.0 < _float(values, "within_class_distance") < 28.0 * 10
