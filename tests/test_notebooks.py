@@ -214,6 +214,8 @@ def check_08_generalized_method(values: dict) -> None:
     reached, of = _text(values, "frontier_reach_count").split(" of ")
     assert 0 <= int(reached) <= int(of) and int(of) >= 1
     assert int(values["frontier_below_verified"]["text/plain"]) >= 0
+    above, of = _text(values, "digit_above_count").split(" of ")
+    assert 0 <= int(above) <= int(of)
     # the model's own outputs are reachable by construction
     assert _percent(values, "gen_success_own") >= 50.0
     assert 0.0 < _float(values, "within_class_distance") < 28.0 * 10
