@@ -208,8 +208,8 @@ def _cmd_frontier(args: argparse.Namespace) -> int:
     if args.warm_start and args.name.startswith("fcnn"):
         print("--warm-start aligns a ViT's class token: it needs a ViT", file=sys.stderr)
         return 2
-    model, card = load_model(args.name, profile=args.profile, progress=not args.no_progress,
-                             data_root=args.data_root)
+    model, _ = load_model(args.name, profile=args.profile, progress=not args.no_progress,
+                          data_root=args.data_root)
     try:
         fr = peak_frontier(model, classes=args.classes, p_start=args.p_start, step=args.step,
                            min_step=args.min_step, p_max=args.p_max, n_samples=args.n,

@@ -200,14 +200,11 @@ def peak_frontier(model: nn.Module, classes: Sequence[int] | None = None, p_star
                          for i in active])
         res = levenberg_marquardt(model, x, tgt, max_iter=max_iter, atol=atol, seed=seed,
                                   restarts=0, **options)
-        err = res.max_error
-        start, still = 0, []
-        for i in active:
-            k = len(inputs[i])
-            conv, xi, ei = res.converged[start:start + k], res.inputs[start:start + k], \
-                err[start:start + k]
-            start += k
-            history.append((classes[i], tries[i], int(conv.sum()), k))
+        sizes = [len(inputs[i]) for i in active]
+        still = []
+        for i, conv, xi, ei in zip(active, res.converged.split(sizes), res.inputs.split(sizes),
+                                   res.max_error.split(sizes)):
+            history.append((classes[i], tries[i], int(conv.sum()), len(conv)))
             if conv.any():
                 highest[i], inputs[i] = tries[i], xi[conv]
                 if tries[i] < p_max:
@@ -225,7 +222,5 @@ def peak_frontier(model: nn.Module, classes: Sequence[int] | None = None, p_star
     info = {"p_start": p_start, "step": step, "min_step": min_step, "p_max": p_max,
             "n_samples": n_samples, "max_iter": max_iter, "seed": seed, "atol": atol,
             "warm_start": warm_start, "start_tries": start_tries, "start_rounds": start_rounds,
-            "start_p": start_p,
-            "rounds": rounds,
-            "seconds": time.perf_counter() - t0}
+            "start_p": start_p, "rounds": rounds, "seconds": time.perf_counter() - t0}
     return PeakFrontier(classes, highest, inputs, stalled, stall_err, history, info)
