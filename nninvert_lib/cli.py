@@ -308,7 +308,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-cond", type=float, default=100.0, help="SVD threshold (default 100)")
     p.add_argument("--warm-start", type=int, default=0, metavar="STEPS",
                    help="ViT, forward or generalized: Adam steps aligning the class token "
-                        "before LM (default 0; 200 helps the quick ViT-tiny at p=0.9)")
+                        "before LM (default 0; 200 helps a weakly trained ViT at high p)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--profile", choices=PROFILES, default="quick", help="which trained model")
     p.add_argument("--out", default=None, help="save inputs, probabilities and flags (.pt)")
