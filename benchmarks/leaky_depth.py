@@ -41,6 +41,16 @@ value of the Jacobian drops to ~1e-6 part of the way (a near fold) and LM
 stops following the path there for most targets when each layer is 0.75 times
 as wide as the one before; with ratio 0.5 it verifies most targets.
 
+``--conditioning`` records the condition number ``κ(J)`` of the logits'
+Jacobian (:func:`jacobian_condition`) at standard-normal inputs and at the
+float64 preimages. At slope 0.01 and ratio 0.75 it is ~5e6–3e7 at random
+inputs from depth 4 on (at most ~3e4 in the other settings): there the logits
+of a typical input barely move along some directions, and a generic target
+needs a large input component along them. At the preimages BackPassInv finds,
+``κ(J)`` is 6 to 1,000 times smaller (their activation patterns are not
+typical ones), so what float32 cannot carry there is the size of the input
+(the cancellation in the first layers), not the conditioning of ``J``.
+
 ``--milp-bound M`` asks whether small preimages exist at all
 (:func:`bounded_preimage`): a mixed-integer program over the activation
 patterns (HiGHS, big-M, one binary per unit) for an input whose every entry and
@@ -56,6 +66,7 @@ none of the ten within 60 s each at depth 4.
     python benchmarks/leaky_depth.py                  # about 2 minutes on one CPU thread
     python benchmarks/leaky_depth.py --continuation --float64 --smoothing   # ~12 minutes
     python benchmarks/leaky_depth.py --slopes 0.01 --ratios 0.75 --depths 2 4 --milp-bound 1e4
+    python benchmarks/leaky_depth.py --conditioning   # about 1 minute
 
 Writes ``benchmarks/results/<date>-<host>-leaky-depth.{json,md}`` (or ``--out``).
 """
@@ -245,6 +256,23 @@ def milp_row(net: torch.nn.Sequential, target: torch.Tensor, bound: float,
             "seconds": time.perf_counter() - t}
 
 
+def jacobian_condition(net: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``κ(J) = σ_max / σ_min`` of the logits' Jacobian ``J = ∂net(x)/∂x``
+    ``(K, in)`` at each row of ``x`` ``(n, in)``, on a float64 copy of ``net``.
+
+    For a piecewise-linear network ``J = W_L D_{L-1} ⋯ D_1 W_1`` with ``D``
+    the LeakyReLU slopes (1 or ``s``) of the pattern at ``x``. Rounding the
+    input and every layer to float32 (unit roundoff ``u ≈ 6e-8``) moves the
+    logits by roughly ``u·κ(J)·‖Δz‖`` where the target needs a logit change
+    ``Δz`` along ``J``'s small singular directions, so patterns with
+    ``κ(J) ≳ 1e5`` leave no float32 preimage within ``atol=1e-3``.
+    """
+    work = copy.deepcopy(net).double()
+    jac = torch.func.vmap(torch.func.jacrev(lambda v: work(v[None])[0]))(x.double())
+    sv = torch.linalg.svdvals(jac.detach())
+    return sv[:, 0] / sv[:, -1]
+
+
 def _largest_entry(x: torch.Tensor) -> float | None:
     """``max |x|`` in float64, or None where it is not finite (the input overflowed)."""
     big = float(x.double().abs().max())
@@ -271,6 +299,10 @@ def main(argv: list[str] | None = None) -> dict:
                     help="also run back_pass_inv on a float64 copy of each network")
     ap.add_argument("--smoothing", action="store_true",
                     help="also measure the continuation in a smoothing (smoothing_continuation)")
+    ap.add_argument("--conditioning", action="store_true",
+                    help="also record the condition number of the input Jacobian at "
+                         "standard-normal inputs and at the float64 preimages "
+                         "(jacobian_condition)")
     ap.add_argument("--milp-bound", type=float, default=None, metavar="M",
                     help="also ask a MILP for a preimage with every input entry and "
                          "pre-activation in [-M, M] (bounded_preimage), one per class")
@@ -307,11 +339,24 @@ def main(argv: list[str] | None = None) -> dict:
                         "first_failing_slope": (None if first_fail > args.stages else
                                                 slope ** (first_fail / args.stages)),
                         "seconds": time.perf_counter() - t}
-                if args.float64:
+                if args.float64 or args.conditioning:
                     res64 = nni.back_pass_inv(copy.deepcopy(net).double(), target.double(),
                                               n_samples=args.n, seed=1)
+                if args.float64:
                     rows[-1]["float64"] = {"success_rate": float(res64.success_rate),
                                            "max_abs_input": _largest_entry(res64.inputs)}
+                if args.conditioning:
+                    gen = torch.Generator().manual_seed(2)
+                    natural = jacobian_condition(net, torch.randn(
+                        args.n * 10, widths[0], generator=gen, dtype=torch.float64))
+                    found = res64.inputs[res64.converged].reshape(-1, widths[0])
+                    at_found = jacobian_condition(net, found) if len(found) else None
+                    rows[-1]["conditioning"] = {
+                        "random_median": float(natural.median()),
+                        "random_min": float(natural.min()),
+                        "preimage_median": (None if at_found is None
+                                            else float(at_found.median())),
+                        "preimage_min": None if at_found is None else float(at_found.min())}
                 if args.smoothing:
                     t = time.perf_counter()
                     rows_t = target.repeat_interleave(args.n, dim=0)
@@ -345,6 +390,10 @@ def main(argv: list[str] | None = None) -> dict:
     if args.smoothing:
         head += " smoothing: verified | its largest input entry |"
         rule += "---:|---:|"
+    if args.conditioning:
+        head += (" κ(J) at random inputs: median (smallest) | κ(J) at the float64 "
+                 "preimages: median (smallest) |")
+        rule += "---:|---:|"
     if args.milp_bound is not None:
         head += (f" MILP, inputs and pre-activations in ±{args.milp_bound:.0e}: infeasible / "
                  "feasible / undecided | feasible and verified | their largest input entry |")
@@ -361,6 +410,11 @@ def main(argv: list[str] | None = None) -> dict:
             c = r.get(key)
             if c:
                 line += f" {c['success_rate']:.0%} | {_largest(c['max_abs_input'])} |"
+        c = r.get("conditioning")
+        if c:
+            line += f" {c['random_median']:.1e} ({c['random_min']:.1e}) |"
+            line += (" — |" if c["preimage_median"] is None else
+                     f" {c['preimage_median']:.1e} ({c['preimage_min']:.1e}) |")
         c = r.get("milp")
         if c:
             line += (f" {c['infeasible']} / {c['feasible']} / {c['undecided']} | "

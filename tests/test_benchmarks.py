@@ -100,3 +100,24 @@ def test_bounded_preimage_finds_small_preimages_and_proves_their_absence():
     assert status == "feasible" and x.shape == (1, 16)
     assert nni.verify(net, x, target[None], atol=1e-6)[1].all()
     assert bounded_preimage(net, target, 1e-3, time_limit=30) == ("infeasible", None)
+
+
+def test_jacobian_condition_is_that_of_the_activation_pattern():
+    """``leaky_depth.jacobian_condition``: κ of ``W2 D W1`` with ``D`` the slopes at ``x``."""
+    leaky_depth = bench_module("leaky_depth")
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        net = nni.make_fcnn([8, 5, 3], "leaky_relu", negative_slope=0.01).eval()
+        x = torch.randn(4, 8, dtype=torch.float64)
+    kappa = leaky_depth.jacobian_condition(net, x)
+    lin = [m for m in net.modules() if isinstance(m, torch.nn.Linear)]
+    w1, b1 = lin[0].weight.double(), lin[0].bias.double()
+    w2, b2 = lin[1].weight.double(), lin[1].bias.double()
+    for row, k in zip(x, kappa):
+        u1 = w1 @ row + b1
+        d1 = torch.where(u1 > 0, 1.0, 0.01 * torch.ones_like(u1))
+        u2 = w2 @ (d1 * u1) + b2
+        d2 = torch.where(u2 > 0, 1.0, 0.01 * torch.ones_like(u2))
+        sv = torch.linalg.svdvals(d2[:, None] * w2 @ (d1[:, None] * w1)).detach()
+        assert math.isclose(float(k), float(sv[0] / sv[-1]), rel_tol=1e-9)
+    assert next(net.parameters()).dtype == torch.float32   # the network is not converted
