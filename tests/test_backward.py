@@ -10,6 +10,7 @@ import pytest
 import torch
 from torch import nn
 
+from nninvert_lib import backward
 from nninvert_lib.backward import back_pass_inv, plan_back_pass
 from nninvert_lib.errors import InversionError
 from nninvert_lib.models.fcnn import make_fcnn
@@ -59,6 +60,24 @@ def test_random_narrowing_leaky_relu_nets_of_several_depths_invert_at_95_percent
     res = back_pass_inv(net, TEN, n_samples=4, seed=1)
     assert res.success_rate >= 0.95, res.info["reasons"]
     assert res.inputs.shape == (40, 320)
+
+
+def test_targets_the_first_draw_misses_get_fresh_backward_draws(monkeypatch):
+    """Slope 0.01, each layer 0.75 times as wide as the one before it, depth 4: one
+    backward draw per sample verifies about half of them in float32 (their inputs
+    reach ~1e8) and leaves some targets with none. Fresh backward draws, a bounded
+    number per target, give every target verified samples."""
+    net = _random_leaky_net((31, 23, 17, 13, 10), slope=0.01, seed=4)
+    res = back_pass_inv(net, TEN, n_samples=4, seed=1)
+    assert res.success_rate >= 0.95, res.info["reasons"]
+    assert 0 < res.info["backward_redraws"] <= 10 * (backward.ANCHOR_ROUNDS
+                                                     * backward.ANCHOR_DRAWS
+                                                     + 4 * backward.REDRAW_FACTOR)
+    monkeypatch.setattr(backward, "ANCHOR_ROUNDS", 0)        # no redraws
+    monkeypatch.setattr(backward, "REDRAW_MIN_RATE", 2.0)
+    without = back_pass_inv(net, TEN, n_samples=4, seed=1)
+    assert without.info["backward_redraws"] == 0
+    assert without.success_rate < 0.95
 
 
 def test_literal_pass_fails_on_trained_deep_selu_net_and_says_why(trained_selu_net):
