@@ -672,6 +672,10 @@ class _Finisher:
     def __init__(self, model, plan, t, target_index, shape, dtype, std, atol, max_retries,
                  lm_max_iter, gen, lookahead: int = 0, lookahead_range: bool = False):
         self.model, self.plan, self.t, self.target_index = model, plan, t, target_index
+        # the samples of each target row, in order, found once (not one scan per row)
+        order = torch.argsort(target_index, stable=True)
+        keys, sizes = torch.unique_consecutive(target_index[order], return_counts=True)
+        self.rows_of = dict(zip(keys.tolist(), order.split(sizes.tolist())))
         self.shape, self.dtype, self.std, self.atol = shape, dtype, std, atol
         self.max_retries, self.lm_max_iter, self.gen = max_retries, lm_max_iter, gen
         self.lookahead, self.lookahead_range = lookahead, lookahead_range
@@ -719,7 +723,7 @@ class _Finisher:
         replaces one of the target's failed samples in ``x`` (stage
         ``"backward"``; ``failed`` and ``good`` are updated)."""
         need = list(draws)
-        first = torch.tensor([int((self.target_index == r).nonzero()[0]) for r in need])
+        first = torch.stack([self.rows_of[r][0] for r in need])
         counts = torch.tensor([draws[r] for r in need])
         rows_t = self.t[first.repeat_interleave(counts)]
         xb, *_ = _paper_pass(self.plan, rows_t, self.std, self.gen, self.max_retries,
@@ -728,7 +732,8 @@ class _Finisher:
         ok = self.verified(xb, rows_t).cpu()
         start = 0
         for r, k in zip(need, counts.tolist()):
-            slots = (failed & (self.target_index == r)).nonzero().flatten().tolist()
+            rows = self.rows_of[r]
+            slots = rows[failed[rows]].tolist()
             hits = (ok[start:start + k].nonzero().flatten() + start).tolist()
             for j, d in zip(slots, hits):
                 x[j] = xb[d]
@@ -754,7 +759,7 @@ class _Finisher:
             self._draw(x, failed, good, stage, {r: ANCHOR_DRAWS for r in need})
         draws = {}
         for r, g in good.items():
-            n_failed = int((failed & (self.target_index == r)).sum())
+            n_failed = int(failed[self.rows_of[r]].sum())
             rate = len(g) / max(len(g) + n_failed, 1)
             if n_failed and rate >= REDRAW_MIN_RATE:
                 draws[r] = n_failed * min(REDRAW_FACTOR, math.ceil(1 / rate))
@@ -799,14 +804,12 @@ class _Finisher:
         anchors like the rest, if it has any."""
         t = self.t
         failed = failed.clone()
-        good = {r: (~failed & (self.target_index == r)).nonzero().flatten().tolist()
-                for r in self.target_index.unique().tolist()}
+        good = {r: rows[~failed[rows]].tolist() for r, rows in self.rows_of.items()}
         self.redraw(x, failed, good, stage)
         seeds: list[int] = []
         rest: dict[int, list[int]] = {}
-        for r in good:
-            mine = self.target_index == r
-            idx = (failed & mine).nonzero().flatten().tolist()
+        for r, rows in self.rows_of.items():
+            idx = rows[failed[rows]].tolist()
             k = max(0, seeds_per_target - len(good[r]))
             seeds += idx[:k]
             if idx[k:]:
