@@ -54,7 +54,17 @@ fails, and still the paper's null-space sampling:
    verifies replaces a failed sample. On a random LeakyReLU(0.01) network with
    widths 31, 23, 17, 13, 10 this lifts 80% to 100%; on the trained FCNN-6,
    whose backward samples do not verify, it costs 32 draws per target;
-3. every target gets ``seeds_per_target`` verified *anchors*: its verified
+3. on a network of Linear layers and LeakyReLUs only (small enough:
+   :data:`nninvert_lib.pattern_walk.MAX_ENTRIES`), a target still without a
+   verified sample gets a *pattern walk*
+   (:func:`nninvert_lib.pattern_walk.walk_preimages`): the backward pass with
+   every hidden vector shrunk by linear programs over activation regions, the
+   input walked until its float32 rounding keeps the target (up to 3 walks,
+   the later ones with null-space noise). Where one verifies, the target's
+   samples are drawn in its region (:func:`~nninvert_lib.pattern_walk.region_samples`).
+   On the random LeakyReLU(0.01) network 55-41-31-23-17-13-10 this lifts 2% to
+   100% (about 1 s per target walked);
+4. every target gets ``seeds_per_target`` verified *anchors*: its verified
    backward samples, topped up by finishing failed samples with
    Levenberg–Marquardt (:func:`nninvert_lib.forward.levenberg_marquardt`, the
    minimum-norm step) started from the repaired backward sample — the paper's
@@ -63,7 +73,7 @@ fails, and still the paper's null-space sampling:
    the input follows exactly (``x = x0 + W₁⁺(u₁ - u₁⁰)``), a Jacobian ~3x
    cheaper; a seed LM cannot finish gets one restart from a uniform random
    input. On FCNN-6 LM moves the input by ~1–2% of its norm;
-4. every other failed sample (and every seed LM could not finish, where its
+5. every other failed sample (and every seed LM could not finish, where its
    target has an anchor) is drawn by *anchored null-space sampling*
    around an anchor ``x*`` of its target (round robin), whose hidden vectors
    ``a_k*`` are all in range: going back, each linear layer takes the
@@ -79,7 +89,7 @@ fails, and still the paper's null-space sampling:
    amplified by the pseudoinverses further down). Anchor units within
    ``SATURATION`` of SELU's ``-λα`` are held fixed (a masked minimum-norm
    solve keeps them out of the step). What still fails is finished by LM;
-5. everything is verified with :func:`~nninvert_lib.result.verify`.
+6. everything is verified with :func:`~nninvert_lib.result.verify`.
 
 Measured (trained ``paper``-profile FCNNs, targets ``target_distribution(c, 0.9)``
 for c = 0..9, 100 samples each, seed 0, ``atol=1e-3``, one CPU thread):
@@ -107,12 +117,14 @@ A per-sample implementation that recomputes the SVDs on every call manages
 two threads on a loaded 2-core machine BLAS threads spin and every rate
 drops several-fold (FCNN-6 default: ~220 samples/s).
 
-``info`` records, per sample, ``stage`` (``"backward"``, ``"lm"`` or
-``"anchored"``), ``retries`` (noise redraws of the backward pass),
+``info`` records, per sample, ``stage`` (``"backward"``, ``"walk"``, ``"lm"``
+or ``"anchored"``), ``retries`` (noise redraws of the backward pass),
 ``anchored_retries``, ``hidden_std`` (the hidden noise scale used),
 ``reasons`` (``""`` when verified) and ``paper_reasons`` (why the backward
 pass failed, if it did), plus counts per stage, ``backward_redraws`` (fresh
-backward draws of step 2), LM iterations and timings.
+backward draws of step 2), ``pattern_walks`` and ``pattern_walks_verified``
+(targets walked in step 3, and how many of those verified), LM iterations and
+timings.
 
 Networks with an expanding layer (``out > in``) are inverted by least squares
 there; the result is verified like any other, so a target the network cannot
@@ -121,24 +133,25 @@ reach comes back with ``converged=False`` (never an exception).
 Known limits: on small-input deep SELU nets (e.g. 64→48→32→24→16→10 trained to
 near-zero loss) LM seeds rarely converge and anchors are saturated, so the
 default reaches only a few percent there. Random narrowing LeakyReLU nets
-invert until the input they need outgrows the model's precision
-(``benchmarks/leaky_depth.py``, default initialisation, 10 × 4 samples):
-every sample with slope 0.1 up to depth 8 when each layer halves the width,
-up to depth 6 at width ratio 0.75 (98% at depth 8, none at 10); with slope
-0.01, up to depth 6 at ratio 0.5 (28% at depth 8) and depth 4 at ratio 0.75
-(2% at depth 6, none deeper). The largest input entry grows about tenfold
-per layer (up to 1e10 where 98% or more verify, 1e12–1e21 where at most 28%
-do): a negative hidden entry is divided by the slope going back and a
-narrowing layer's pseudoinverse amplifies its small singular directions, and
-the float32 input can no longer reproduce the logits. Three other routes were measured on these
-nets and did no better: a per-layer solve minimising the pre-activation norm
+invert until the input they need no longer survives rounding to the model's
+dtype (``benchmarks/leaky_depth.py``, default initialisation, 10 × 4
+samples): 98% or more for slope 0.1 up to depth 10 at width ratios 0.5 and
+0.75 (the pattern walk of step 3 did depth 10 at 0.75: 0% without it), and for
+slope 0.01 up to depth 6 at both ratios (the walk: 2% to 100% at ratio 0.75);
+slope 0.01 at ratio 0.75 gives 62% at depth 8 and 8% at depth 10, and at
+ratio 0.5, depth 8 (an input 2,560 wide, too wide for the walk's programs)
+28%. Going back, a negative hidden entry is divided by the slope and a
+narrowing layer's pseudoinverse amplifies its small singular directions, so
+the backward pass's inputs reach 1e10–1e21 there. Other routes measured on
+these nets did no better than the walk: a per-layer solve minimising the
+pre-activation norm
 (a convex problem: negative entries weighted by 1/slope²), LM from random
 inputs, and a continuation from the start's own logits to the target. A
 continuation in the slope itself (from 1, where the network is affine, down
 to its own; ``leaky_depth.py --continuation``) keeps the inputs small
 (largest entry 1e2–1e5), but LM stalls where the path of solutions folds
 (around slope 0.3–0.5 at width ratio 0.75): it verifies 70% at slope 0.01,
-ratio 0.5, depth 8 (the default: 28%), and 0–10% at ratio 0.75 from depth 4
+ratio 0.5, depth 8, and 0–10% at ratio 0.75 from depth 4
 on. Smoothing the kinks instead (``--smoothing``: LeakyReLU replaced by
 ``s·u + (1 - s)·(softplus(βu) - log 2)/β``, β raised from 1e-4 to 1e4, so
 the Jacobian keeps full rank) does a little better (80–100% at ratio 0.5 from
@@ -146,7 +159,8 @@ depth 4; 0–48% at ratio 0.75) but the Jacobian's smallest singular value
 still falls to ~1e-6 part of the way and LM loses the path. The backward
 pass itself is exact: on float64 copies of the same networks (``--float64``)
 the default verifies every sample (inputs up to ~6e16) everywhere but slope
-0.01, ratio 0.75, depth 10 (inputs ~3e21). The tests use slope 0.1.
+0.01, ratio 0.75, depth 10 (inputs ~3e21). The tests use slope 0.1, and 0.01
+for the pattern walk (``tests/test_pattern_walk.py``).
 """
 from __future__ import annotations
 
@@ -160,6 +174,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from . import pattern_walk
 from .activations import ActivationInverse, as_activation_inverse
 from .errors import InversionError
 from .linear import PseudoInverse, sample_null_space, thresholded_pinv
@@ -680,6 +695,8 @@ class _Finisher:
         self.max_retries, self.lm_max_iter, self.gen = max_retries, lm_max_iter, gen
         self.lookahead, self.lookahead_range = lookahead, lookahead_range
         self.redraws = 0
+        self.walked = self.walk_verified = 0
+        self.seconds_walk = 0.0
         n = len(t)
         self.hidden_std = torch.full((n,), float(std), dtype=torch.float64)
         self.anchored_retries = torch.zeros(n, dtype=torch.long)
@@ -766,6 +783,47 @@ class _Finisher:
         if draws:
             self._draw(x, failed, good, stage, draws)
 
+    def walk(self, x: torch.Tensor, failed: torch.Tensor, good: dict[int, list[int]],
+             stage: list[str]) -> None:
+        """On a Linear/LeakyReLU network, one preimage per target still without a
+        verified sample by :func:`~nninvert_lib.pattern_walk.backward_walk` (the
+        backward pass with every hidden vector shrunk by a walk over activation
+        regions). Where it verifies, the target's samples are drawn around it by
+        :func:`~nninvert_lib.pattern_walk.region_samples` (null-space sampling on
+        the network's linear map in the preimage's region); those that verify
+        take the target's slots (stage ``"walk"``)."""
+        need = [r for r, g in good.items() if not g]
+        if not need:
+            return
+        layers = pattern_walk.piecewise_layers(self.plan.steps)
+        if not pattern_walk.walkable(layers):
+            return
+        t0 = time.perf_counter()
+        first = torch.stack([self.rows_of[r][0] for r in need])
+        xw, _ = pattern_walk.walk_preimages(layers, self.t[first], self.dtype,
+                                            std=self.std, atol=self.atol, gen=self.gen)
+        xw = xw.to(x)
+        ok = self.verified(xw, self.t[first]).cpu()
+        self.walked += len(need)
+        for k, r in enumerate(need):
+            if not ok[k]:
+                continue
+            rows = self.rows_of[r]
+            z = torch.log(self.t[rows[0]].double().cpu()).numpy()
+            xs, drawn = pattern_walk.region_samples(layers, xw[k].cpu().numpy(), z,
+                                                    len(rows) - 1, self.gen,
+                                                    dtype=self.dtype, atol=self.atol)
+            xs = torch.cat([xw[k:k + 1], torch.from_numpy(xs).to(x)])
+            hit = torch.cat([torch.tensor([True]), torch.from_numpy(drawn)])
+            hit &= self.verified(xs, self.t[rows]).cpu()
+            hit[0] = True                                   # the walked preimage itself
+            for j, xj, h in zip(rows.tolist(), xs, hit.tolist()):
+                if h:
+                    x[j], stage[j], failed[j] = xj, "walk", False
+                    good[r].append(j)
+            self.walk_verified += 1
+        self.seconds_walk += time.perf_counter() - t0
+
     def anchored(self, x: torch.Tensor, todo_t: torch.Tensor, anchors_t: torch.Tensor,
                  stage: list[str]) -> list[int]:
         """Anchored null-space sampling of the samples ``todo_t`` around the
@@ -806,6 +864,7 @@ class _Finisher:
         failed = failed.clone()
         good = {r: rows[~failed[rows]].tolist() for r, rows in self.rows_of.items()}
         self.redraw(x, failed, good, stage)
+        self.walk(x, failed, good, stage)
         seeds: list[int] = []
         rest: dict[int, list[int]] = {}
         for r, rows in self.rows_of.items():
@@ -961,7 +1020,8 @@ def back_pass_inv(model: nn.Module, target: torch.Tensor | Sequence, n_samples: 
     dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
     hidden_std = torch.full((n,), float(std), dtype=torch.float64)
     anchored_retries = torch.zeros(n, dtype=torch.long)
-    lm_restarts = redraws = 0
+    lm_restarts = redraws = walked = walk_verified = 0
+    t_walk = 0.0
 
     x, in_range, paper_reasons, retries = _paper_pass(
         plan, t, std, gen, max_retries, lookahead=lookahead if strategy == "anchored" else 0,
@@ -978,6 +1038,7 @@ def back_pass_inv(model: nn.Module, target: torch.Tensor | Sequence, n_samples: 
         fin.run(x, ~conv.cpu(), stage, seeds_per_target)
         hidden_std, anchored_retries, lm_info = fin.hidden_std, fin.anchored_retries, fin.lm_info
         lm_restarts, redraws = fin.lm_restarts, fin.redraws
+        walked, walk_verified, t_walk = fin.walked, fin.walk_verified, fin.seconds_walk
         t_lm, t_anchor = fin.seconds_lm, fin.seconds_anchored
 
     inputs = x.reshape(n, *shape).to(dtype)
@@ -999,7 +1060,7 @@ def back_pass_inv(model: nn.Module, target: torch.Tensor | Sequence, n_samples: 
             reasons.append(f"{stage[j]}: missed the target by {err[j]:.3g} > atol={atol:g} "
                            f"(backward pass: {paper_reasons[j] or 'in range'})")
     counts = {k: sum(1 for j in range(n) if stage[j] == k and conv[j])
-              for k in ("backward", "lm", "anchored")}
+              for k in ("backward", "walk", "lm", "anchored")}
     info = {
         "strategy": strategy, "seed": seed, "std": std, "max_cond": max_cond, "atol": atol,
         "stage": stage, "reasons": reasons, "paper_reasons": paper_reasons,
@@ -1008,7 +1069,8 @@ def back_pass_inv(model: nn.Module, target: torch.Tensor | Sequence, n_samples: 
         "target_index": target_index, "verified_by_stage": counts,
         "layers": plan.describe(), "input_shape": shape,
         "lm_iterations": [i.get("iterations") for i in lm_info], "lm_restarts": lm_restarts,
-        "backward_redraws": redraws,
+        "backward_redraws": redraws, "pattern_walks": walked,
+        "pattern_walks_verified": walk_verified, "seconds_walk": t_walk,
         "seconds_backward": t_paper, "seconds_lm": t_lm, "seconds_anchored": t_anchor,
         "seconds": time.perf_counter() - t_start,
     }

@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from nninvert_lib import backward
+from nninvert_lib import backward, pattern_walk
 from nninvert_lib.backward import back_pass_inv, plan_back_pass
 from nninvert_lib.errors import InversionError
 from nninvert_lib.models.fcnn import make_fcnn
@@ -75,6 +75,7 @@ def test_targets_the_first_draw_misses_get_fresh_backward_draws(monkeypatch):
                                                      + 4 * backward.REDRAW_FACTOR)
     monkeypatch.setattr(backward, "ANCHOR_ROUNDS", 0)        # no redraws
     monkeypatch.setattr(backward, "REDRAW_MIN_RATE", 2.0)
+    monkeypatch.setattr(pattern_walk, "MAX_ENTRIES", 0)      # nor the pattern walk
     without = back_pass_inv(net, TEN, n_samples=4, seed=1)
     assert without.info["backward_redraws"] == 0
     assert without.success_rate < 0.95

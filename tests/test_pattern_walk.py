@@ -1,0 +1,119 @@
+"""Walking the activation regions of piecewise-linear networks (nninvert_lib.pattern_walk)."""
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+from nninvert_lib import back_pass_inv, backward, pattern_walk, target_distribution, verify
+from nninvert_lib.backward import plan_back_pass
+from nninvert_lib.models.fcnn import make_fcnn
+
+TEN = torch.stack([target_distribution(c, 0.9) for c in range(10)])
+
+
+def _net(widths, slope=0.01, seed=0, final=True, act="leaky_relu"):
+    torch.manual_seed(seed)
+    kw = {"negative_slope": slope} if act == "leaky_relu" else {}
+    return make_fcnn(widths, act, final_activation=final, **kw).eval()
+
+
+@pytest.fixture(scope="module")
+def deep_leaky():
+    """55 → 41 → 31 → 23 → 17 → 13 → 10, LeakyReLU(0.01), PyTorch's default
+    initialisation: ``benchmarks/leaky_depth.py``'s network at ratio 0.75, depth 6."""
+    return _net((55, 41, 31, 23, 17, 13, 10), seed=6)
+
+
+def _layers(net):
+    return pattern_walk.piecewise_layers(plan_back_pass(net).steps)
+
+
+def _centred(v):
+    return v - v.mean()
+
+
+@pytest.mark.parametrize("final", [True, False])
+def test_layers_reproduce_the_model_and_its_affine_map_on_a_region(final):
+    net = _net((12, 9, 7, 5), slope=0.1, seed=1, final=final)
+    layers = _layers(net)
+    assert [w.shape for w, _, _ in layers] == [(9, 12), (7, 9), (5, 7)]
+    assert [s for *_, s in layers] == [0.1, 0.1, 0.1 if final else None]
+    x = np.random.default_rng(0).normal(size=12) * 3
+    pre, out = pattern_walk.forward(layers, x)
+    want = net.double()(torch.from_numpy(x)[None])[0].detach().numpy()
+    np.testing.assert_allclose(out, want, rtol=1e-12, atol=1e-12)
+    signs = [np.where(a >= 0, 1.0, -1.0) for a in pre]
+    affine, (A, c) = pattern_walk._affine(layers, signs)
+    np.testing.assert_allclose(A @ x + c, out, atol=1e-10)
+    for (M, m), a in zip(affine, pre):
+        np.testing.assert_allclose(M @ x + m, a, atol=1e-10)
+
+
+def test_only_linear_leaky_relu_chains_are_walked():
+    assert _layers(_net((12, 9, 5), act="selu")) is None
+    assert pattern_walk.walkable(_layers(_net((12, 9, 5))))
+    assert not pattern_walk.walkable(None)
+    wide = _layers(_net((2000, 300, 10), seed=0))
+    assert not pattern_walk.walkable(wide)        # programs too large
+
+
+def test_walk_keeps_an_exact_preimage_and_never_worsens_it(deep_leaky):
+    layers = _layers(deep_leaky)
+    z = np.log(TEN[3].double().numpy())
+    exact = copy.deepcopy(deep_leaky).double()      # its backward sample is exact in float64
+    start = back_pass_inv(exact, TEN[3:4].double(), 1, seed=1).inputs[0].flatten().numpy()
+    for objective in ("size", "rounding"):
+        walked = pattern_walk.walk_patterns(layers, start, z, objective=objective)
+        out = pattern_walk.forward(layers, walked)[1]
+        np.testing.assert_allclose(_centred(out), _centred(z), atol=1e-5)
+        before = pattern_walk._score(layers, start, z, objective, torch.float32)
+        after = pattern_walk._score(layers, walked, z, objective, torch.float32)
+        assert after <= before
+    assert np.abs(walked).max() < np.abs(start).max() / 10
+    with pytest.raises(ValueError, match="objective"):
+        pattern_walk.walk_patterns(layers, start, z, objective="norm")
+
+
+def test_backward_walk_finds_float32_preimages_the_backward_pass_cannot(deep_leaky):
+    """The backward pass's inputs here are ~1e9–1e12 and almost never verify once
+    rounded to float32; one walk per target (no noise) verifies for 9 of 10."""
+    layers = _layers(deep_leaky)
+    x, walked = pattern_walk.walk_preimages(layers, TEN, torch.float32, attempts=1)
+    ok = verify(deep_leaky, x.float(), TEN)[1]
+    assert torch.equal(ok, walked)
+    plain = back_pass_inv(deep_leaky, TEN, 1, seed=1, strategy="paper")
+    assert int(ok.sum()) >= 8
+    assert int(plain.converged.sum()) <= 1
+
+
+def test_region_samples_are_distinct_verified_preimages(deep_leaky):
+    layers = _layers(deep_leaky)
+    t = TEN[3:4]
+    anchor = pattern_walk.walk_preimages(layers, t, torch.float32)[0][0].numpy()
+    z = np.log(t[0].double().numpy())
+    gen = torch.Generator().manual_seed(0)
+    xs, drawn = pattern_walk.region_samples(layers, anchor, z, 8, gen)
+    assert drawn.sum() >= 6
+    xs = xs[drawn]
+    ok = verify(deep_leaky, torch.from_numpy(xs).float(), t.expand(len(xs), -1))[1]
+    assert ok.all()
+    assert (torch.pdist(torch.from_numpy(xs)) > 1e-6 * np.linalg.norm(anchor)).all()
+    again, _ = pattern_walk.region_samples(layers, anchor, z, 8, torch.Generator().manual_seed(0))
+    np.testing.assert_array_equal(xs, again[drawn])
+
+
+def test_back_pass_inv_walks_targets_without_anchors(deep_leaky, monkeypatch):
+    res = back_pass_inv(deep_leaky, TEN, n_samples=4, seed=1)
+    assert res.success_rate >= 0.95, res.info["reasons"]
+    assert res.info["pattern_walks"] == 10 and res.info["pattern_walks_verified"] >= 9
+    assert res.info["verified_by_stage"]["walk"] >= 36
+    for c in range(10):            # samples of a class are pairwise distinct
+        x = res.inputs[4 * c:4 * c + 4][res.converged[4 * c:4 * c + 4]].flatten(1).double()
+        if len(x) > 1:
+            assert (torch.pdist(x) > 0).all()
+    monkeypatch.setattr(pattern_walk, "MAX_ENTRIES", 0)     # no walk
+    without = back_pass_inv(deep_leaky, TEN, n_samples=4, seed=1)
+    assert without.info["pattern_walks"] == 0
+    assert without.success_rate < 0.25
+    assert backward.ANCHOR_ROUNDS > 0
