@@ -327,6 +327,8 @@ def main(argv: list[str] | None = None) -> dict:
                 rows.append({"slope": slope, "ratio": ratio, "depth": depth,
                              "input_width": widths[0], "success_rate": float(res.success_rate),
                              "max_abs_input": _largest_entry(res.inputs),
+                             "walked": res.info["pattern_walks"],
+                             "walk_verified": res.info["pattern_walks_verified"],
                              "seconds": time.perf_counter() - t})
                 if args.continuation:
                     t = time.perf_counter()
@@ -378,8 +380,9 @@ def main(argv: list[str] | None = None) -> dict:
     args.out.mkdir(parents=True, exist_ok=True)
     stem = args.out / f"{out['date']}-{out['host']}-leaky-depth"
     stem.with_suffix(".json").write_text(json.dumps(out, indent=1))
-    head = "| slope | width ratio | depth | input width | verified | largest input entry |"
-    rule = "|---:|---:|---:|---:|---:|---:|"
+    head = ("| slope | width ratio | depth | input width | verified | largest input entry | "
+            "targets walked: verified / walked | seconds |")
+    rule = "|---:|---:|---:|---:|---:|---:|---:|---:|"
     if args.continuation:
         head += (" continuation: verified | its largest input entry | slope where LM "
                  "first stalls |")
@@ -401,7 +404,8 @@ def main(argv: list[str] | None = None) -> dict:
     lines = [head, rule]
     for r in rows:
         line = (f"| {r['slope']} | {r['ratio']} | {r['depth']} | {r['input_width']} | "
-                f"{r['success_rate']:.0%} | {_largest(r['max_abs_input'])} |")
+                f"{r['success_rate']:.0%} | {_largest(r['max_abs_input'])} | "
+                f"{r['walk_verified']} / {r['walked']} | {r['seconds']:.1f} |")
         c = r.get("continuation")
         if c:
             stall = "—" if c["first_failing_slope"] is None else f"{c['first_failing_slope']:.2g}"

@@ -40,6 +40,20 @@ def test_per_sample_baseline_inverts_a_narrowing_selu_net():
     assert (verified, n) == (3, 3)
 
 
+def test_leaky_depth_table_reports_the_walked_targets(tmp_path):
+    """``leaky_depth.py`` writes one row per network, with how many targets the
+    pattern walk (step 3 of BackPassInv's default) was tried on and verified."""
+    leaky_depth = bench_module("leaky_depth")
+    out = leaky_depth.main(["--slopes", "0.01", "--ratios", "0.75", "--depths", "2", "4",
+                            "--n", "1", "--out", str(tmp_path)])
+    assert [r["depth"] for r in out["rows"]] == [2, 4]
+    for row in out["rows"]:
+        assert 0 <= row["walk_verified"] <= row["walked"] <= 10
+    table = next(tmp_path.glob("*-leaky-depth.md")).read_text().splitlines()
+    assert "targets walked: verified / walked" in table[0]
+    assert len(table) == 4
+
+
 def test_slope_continuation_inverts_a_shallow_leaky_net():
     """The continuation that ``leaky_depth.py --continuation`` compares against
     must reach targets where its path does not fold (a shallow net)."""
