@@ -789,9 +789,9 @@ class _Finisher:
         verified sample by :func:`~nninvert_lib.pattern_walk.backward_walk` (the
         backward pass with every hidden vector shrunk by a walk over activation
         regions). Where it verifies, the target's samples are drawn around it by
-        :func:`~nninvert_lib.pattern_walk.region_samples` (null-space sampling on
-        the network's linear map in the preimage's region); those that verify
-        take the target's slots (stage ``"walk"``)."""
+        :func:`~nninvert_lib.pattern_walk.region_samples` (random preimages in the
+        walked preimage's activation region whose rounding bound stays near its
+        own); those that verify take the target's slots (stage ``"walk"``)."""
         need = [r for r, g in good.items() if not g]
         if not need:
             return
