@@ -814,9 +814,8 @@ class _Finisher:
                                                     len(rows) - 1, self.gen,
                                                     dtype=self.dtype, atol=self.atol)
             xs = torch.cat([xw[k:k + 1], torch.from_numpy(xs).to(x)])
-            hit = torch.cat([torch.tensor([True]), torch.from_numpy(drawn)])
-            hit &= self.verified(xs, self.t[rows]).cpu()
-            hit[0] = True                                   # the walked preimage itself
+            hit = torch.cat([ok[k:k + 1], torch.from_numpy(drawn)])   # the walked one verified
+            hit[1:] &= self.verified(xs[1:], self.t[rows[1:]]).cpu()
             for j, xj, h in zip(rows.tolist(), xs, hit.tolist()):
                 if h:
                     x[j], stage[j], failed[j] = xj, "walk", False
@@ -856,7 +855,8 @@ class _Finisher:
         """Fill ``x`` (in place) for the ``failed`` samples; update ``stage``.
 
         Anchors of a target are its verified backward samples (a target with
-        none first gets fresh backward draws, :meth:`redraw`); when it has fewer
+        none first gets fresh backward draws, :meth:`redraw`, then on a
+        Linear/LeakyReLU network a pattern walk, :meth:`walk`); when it has fewer
         than ``seeds_per_target``, failed samples are finished by LM to make up
         the number, and a seed LM cannot finish is sampled around the target's
         anchors like the rest, if it has any."""
@@ -979,7 +979,8 @@ def back_pass_inv(model: nn.Module, target: torch.Tensor | Sequence, n_samples: 
         :func:`~nninvert_lib.result.verify`; ``info`` has ``strategy``,
         ``stage``, ``reasons``, ``paper_reasons``, ``retries``, ``target_index``
         (row of ``target`` per sample), ``layers`` (rank and κ per linear
-        layer), ``seed``, ``seconds``, ``backward_redraws`` and counts per stage.
+        layer), ``seed``, ``seconds``, ``backward_redraws``, ``pattern_walks``,
+        ``pattern_walks_verified`` and counts per stage.
 
     Raises:
         InversionError: invalid target (non-finite, ``<= 0``, rows not summing

@@ -85,6 +85,11 @@ def _slopes(a: np.ndarray, slope: float) -> np.ndarray:
     return np.where(a >= 0, 1.0, slope)
 
 
+def _signs(pre: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """The activation pattern (``±1`` per unit) of the pre-activations ``pre``."""
+    return [np.where(a >= 0, 1.0, -1.0) for a in pre]
+
+
 def forward(layers: Sequence[Layer], x: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
     """Pre-activations of the activated layers and the output, float64, for ``x`` ``(in,)``."""
     pre, h = [], x
@@ -136,35 +141,31 @@ def _program(layers, signs, z, objective, x0):
     def block(height, nv):
         return np.zeros((height, nv))
 
-    if objective == "size":              # t >= |x|/S, t >= |a_l|/S for every unit
-        nv = n + 2
-        for sg, (M, _), a in zip(signs, pre, vals):
-            f = S / max(1.0, float(np.abs(a).max()))           # rows of order one
-            b = block(3 * len(a), nv)
-            b[:len(a), :n] = -f * sg[:, None] * M                 # sign·a >= 0
-            b[len(a):2 * len(a), :n], b[len(a):2 * len(a), -1] = f * M, -f
-            b[2 * len(a):, :n], b[2 * len(a):, -1] = -f * M, -f
-            rows.append(b)
-            rhs += [f * np.maximum(sg * a, 0.0) / S, -f * a / S, f * a / S]
-        for sign in (1.0, -1.0):
-            b = block(n, nv)
-            b[:, :n], b[:, -1] = sign * np.eye(n), -1.0
-            rows.append(b)
-            rhs.append(-sign * x0 / S)
+    nv = n + 2 if objective == "size" else 2 * n + 2
+    for sg, (M, _), a in zip(signs, pre, vals):            # sign·a >= 0, rows of order one
+        f = S / max(1.0, float(np.abs(a).max()))
+        b = block(len(a), nv)
+        b[:, :n] = -f * sg[:, None] * M
+        rows.append(b)
+        rhs.append(f * np.maximum(sg * a, 0.0) / S)
+        if objective == "size":          # t >= |a_l|/S
+            for sign in (1.0, -1.0):
+                b = block(len(a), nv)
+                b[:, :n], b[:, -1] = sign * f * M, -f
+                rows.append(b)
+                rhs.append(-sign * f * a / S)
+    for sign in (1.0, -1.0):             # "size": t >= |x|/S; "rounding": r >= |x|/S
+        b = block(n, nv)
+        b[:, :n] = sign * np.eye(n)
+        if objective == "size":
+            b[:, -1] = -1.0
+        else:
+            b[:, n + 1:2 * n + 1] = -np.eye(n)
+        rows.append(b)
+        rhs.append(-sign * x0 / S)
+    if objective == "size":
         bounds = [(None, None)] * (n + 1) + [(0, None)]
-    else:                                # "rounding": e >= Σ_i |(P A)_ki| |x_i|, in logits
-        nv = 2 * n + 2
-        for sg, (M, _), a in zip(signs, pre, vals):
-            f = S / max(1.0, float(np.abs(a).max()))
-            b = block(len(a), nv)
-            b[:, :n] = -f * sg[:, None] * M
-            rows.append(b)
-            rhs.append(f * np.maximum(sg * a, 0.0) / S)
-        for sign in (1.0, -1.0):         # r >= |x|/S
-            b = block(n, nv)
-            b[:, :n], b[:, n + 1:2 * n + 1] = sign * np.eye(n), -np.eye(n)
-            rows.append(b)
-            rhs.append(-sign * x0 / S)
+    else:                                # e >= Σ_i |(P A)_ki| |x_i|, in logits
         b = block(K, nv)
         b[:, n + 1:2 * n + 1] = S * np.abs(A - A.mean(axis=0))
         b[:, -1] = -1.0
@@ -206,7 +207,7 @@ def _newton(layers, x, z, steps: int = 2):
     best = _residual(layers, x, z)
     for _ in range(steps):
         pre, out = forward(layers, x)
-        signs = [np.where(a >= 0, 1.0, -1.0) for a in pre]
+        signs = _signs(pre)
         A = _affine(layers, signs)[1][0]
         r = (z - out) - (z - out).mean()
         trial = x + np.linalg.lstsq(A - A.mean(axis=0), r, rcond=None)[0]
@@ -248,7 +249,7 @@ def walk_patterns(layers: Sequence[Layer], x: np.ndarray, z: np.ndarray, *,
     if objective not in ("rounding", "size"):
         raise ValueError(f"objective must be 'rounding' or 'size', got {objective!r}")
     pre, _ = forward(layers, x)
-    signs = [np.where(a >= 0, 1.0, -1.0) for a in pre]
+    signs = _signs(pre)
     best, best_score, stale, failures = x, _score(layers, x, z, objective, dtype), 0, 0
     current = x
     tol = max(PREIMAGE_TOL * (1.0 + np.abs(z).max()), _residual(layers, x, z))
@@ -256,20 +257,16 @@ def walk_patterns(layers: Sequence[Layer], x: np.ndarray, z: np.ndarray, *,
         if objective == "rounding" and best_score <= good:
             break
         new = _region_program(layers, signs, z, objective, current)
-        if new is None:                 # numerically infeasible: restart from the best point
+        if new is not None:
+            new = _newton(layers, new, z)
+        if new is None or _residual(layers, new, z) > tol:
+            # numerically infeasible, or the answer is no preimage (rounding):
+            # restart once from the best point
             failures += 1
             if failures > 1:
                 break
             current = best
-            signs = [np.where(a >= 0, 1.0, -1.0) for a in forward(layers, best)[0]]
-            continue
-        new = _newton(layers, new, z)
-        if _residual(layers, new, z) > tol:
-            failures += 1              # the program's answer is not a preimage (rounding)
-            if failures > 1:
-                break
-            current = best
-            signs = [np.where(a >= 0, 1.0, -1.0) for a in forward(layers, best)[0]]
+            signs = _signs(forward(layers, best)[0])
             continue
         failures = 0
         current = new
@@ -371,7 +368,7 @@ def region_samples(layers: Sequence[Layer], anchor: np.ndarray, z: np.ndarray, n
     """
     width = len(anchor)
     pre, _ = forward(layers, anchor)
-    signs = [np.where(a >= 0, 1.0, -1.0) for a in pre]
+    signs = _signs(pre)
     cost, a_ub, b_ub, a_eq, b_eq, bounds, S = _program(layers, signs, z, "rounding", anchor)
     A = _affine(layers, signs)[1][0]
     cap = slack * float((np.abs(A - A.mean(axis=0)) @ np.abs(anchor)).max())
