@@ -52,7 +52,8 @@ of a typical input barely move along some directions, and a generic target
 needs a large input component along them. At the preimages BackPassInv finds,
 ``κ(J)`` is 6 to 1,000 times smaller (their activation patterns are not
 typical ones), so what float32 cannot carry there is the size of the input
-(the cancellation in the first layers), not the conditioning of ``J``.
+(verification rounds it to float32 and runs the model in float64; the first
+layers must cancel those large entries), not the conditioning of ``J``.
 
 ``--milp-bound M`` asks whether small preimages exist at all
 (:func:`bounded_preimage`): a mixed-integer program over the activation
@@ -265,8 +266,9 @@ def jacobian_condition(net: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
 
     For a piecewise-linear network ``J = W_L D_{L-1} ⋯ D_1 W_1`` with ``D``
     the LeakyReLU slopes (1 or ``s``) of the pattern at ``x``. Rounding the
-    input and every layer to float32 (unit roundoff ``u ≈ 6e-8``) moves the
-    logits by roughly ``u·κ(J)·‖Δz‖`` where the target needs a logit change
+    input to float32 (unit roundoff ``u ≈ 6e-8``; what verification does before
+    it runs the model in float64) moves the logits by roughly
+    ``u·κ(J)·‖Δz‖`` where the target needs a logit change
     ``Δz`` along ``J``'s small singular directions, so patterns with
     ``κ(J) ≳ 1e5`` leave no float32 preimage within ``atol=1e-3``.
     """
