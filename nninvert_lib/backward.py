@@ -170,6 +170,7 @@ import time
 import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import partial
 
 import torch
 from torch import nn
@@ -800,8 +801,8 @@ class _Finisher:
             return
         t0 = time.perf_counter()
         first = torch.stack([self.rows_of[r][0] for r in need])
-        xw, _ = pattern_walk.walk_preimages(layers, self.t[first], self.dtype,
-                                            std=self.std, atol=self.atol, gen=self.gen)
+        xw, _, exact = pattern_walk.walk_preimages(layers, self.t[first], self.dtype,
+                                                   std=self.std, atol=self.atol, gen=self.gen)
         xw = xw.to(x)
         ok = self.verified(xw, self.t[first]).cpu()
         self.walked += len(need)
@@ -810,9 +811,10 @@ class _Finisher:
                 continue
             rows = self.rows_of[r]
             z = torch.log(self.t[rows[0]].double().cpu()).numpy()
-            xs, drawn = pattern_walk.region_samples(layers, xw[k].cpu().numpy(), z,
-                                                    len(rows) - 1, self.gen,
-                                                    dtype=self.dtype, atol=self.atol)
+            draw = (pattern_walk.region_samples if pattern_walk.fits(layers)
+                    else partial(pattern_walk.null_samples, std=self.std))
+            xs, drawn = draw(layers, exact[k].numpy(), z, len(rows) - 1, self.gen,
+                             dtype=self.dtype, atol=self.atol)
             xs = torch.cat([xw[k:k + 1], torch.from_numpy(xs).to(x)])
             hit = torch.cat([ok[k:k + 1], torch.from_numpy(drawn)])   # the walked one verified
             hit[1:] &= self.verified(xs[1:], self.t[rows[1:]]).cpu()

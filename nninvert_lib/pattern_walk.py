@@ -54,6 +54,8 @@ TIGHT: float = 1e-7
 PREIMAGE_TOL: float = 1e-7
 #: the walk stops after this many programs without a better point.
 PATIENCE: int = 8
+#: restarts of :func:`round_preimage` for a walked preimage that misses once rounded.
+ROUND_RESTARTS: int = 8
 #: don't walk networks whose programs would hold more matrix entries than this
 #: (input width × total width): HiGHS's time grows fast beyond it.
 MAX_ENTRIES: int = 400_000
@@ -129,7 +131,8 @@ def _program(layers, signs, z, objective, x0):
     pre-activations at ``x0`` come from the forward pass, not from ``M x0 + m``,
     which would cancel). Variables: ``y`` (first ``in``), the softmax shift
     ``k``, then the objective's own, its value last (``"size"``: in units of
-    ``S``; ``"rounding"``: in logits). Each layer's rows are scaled to order one.
+    ``S``; ``"rounding"``: in units of :func:`rounding_unit` logits). Each
+    layer's rows are scaled to order one.
     Returns ``(cost, A_ub, b_ub, A_eq, b_eq, bounds, S)``.
     """
     pre, (A, _) = _affine(layers, signs)
@@ -165,9 +168,9 @@ def _program(layers, signs, z, objective, x0):
         rhs.append(-sign * x0 / S)
     if objective == "size":
         bounds = [(None, None)] * (n + 1) + [(0, None)]
-    else:                                # e >= Σ_i |(P A)_ki| |x_i|, in logits
+    else:                                # e >= Σ_i |(P A)_ki| |x_i|, in rounding_unit logits
         b = block(K, nv)
-        b[:, n + 1:2 * n + 1] = S * np.abs(A - A.mean(axis=0))
+        b[:, n + 1:2 * n + 1] = S * np.abs(A - A.mean(axis=0)) / rounding_unit(A, S)
         b[:, -1] = -1.0
         rows.append(b)
         rhs.append(np.zeros(K))
@@ -179,12 +182,58 @@ def _program(layers, signs, z, objective, x0):
     return cost, np.vstack(rows), np.concatenate(rhs), eq, z - out, bounds, S
 
 
+def rounding_unit(A: np.ndarray, S: float) -> float:
+    """The unit (in logits) of the ``"rounding"`` program's objective variable:
+    the largest coefficient ``S·|(P A)_ki|`` of its row, so that the row's
+    coefficients are at most 1 and the variable's own is -1."""
+    return max(S * float(np.abs(A - A.mean(axis=0)).max()), 1e-300)
+
+
 def _solve(cost, a_ub, b_ub, a_eq, b_eq, bounds) -> np.ndarray | None:
+    """``min cost·v`` subject to ``a_ub v <= b_ub``, ``a_eq v = b_eq`` and ``bounds``
+    (SciPy's ``linprog`` conventions), or ``None`` where HiGHS finds no answer.
+
+    The equalities are eliminated before HiGHS sees them: the variables they
+    involve are written ``v_p + N w`` (``v_p`` the minimum-norm solution,
+    ``N`` an orthonormal basis of their null space, by SVD), so they hold to
+    float64 precision rather than to the solver's tolerance, which deep in a
+    network (the logits' rows reach 1e9 and more as the input's entries cancel
+    in the layers below) would leave answers far from any preimage. The rows
+    left are scaled to largest coefficient 1 (HiGHS fails on some unscaled
+    ones; it drops coefficients below 1e-9, so :func:`_program` keeps each
+    row's own coefficients of comparable size)."""
     from scipy.optimize import linprog
 
-    res = linprog(cost, A_ub=a_ub, b_ub=b_ub, A_eq=a_eq, b_eq=b_eq, bounds=bounds,
+    cols = np.flatnonzero(np.abs(a_eq).max(axis=0) > 0)
+    rest = np.setdiff1d(np.arange(len(cost)), cols)
+    u, sv, vt = np.linalg.svd(a_eq[:, cols])
+    rank = int((sv > sv[0] * 1e-14).sum())
+    v_p = vt[:rank].T @ ((u[:, :rank].T @ b_eq) / sv[:rank])
+    null = vt[rank:].T
+    rows = [np.hstack([a_ub[:, cols] @ null, a_ub[:, rest]])]
+    rhs = [b_ub - a_ub[:, cols] @ v_p]
+    for j, c in enumerate(cols):          # bounds of the eliminated variables, as rows
+        low, high = bounds[c]
+        for sign, limit in ((-1.0, low), (1.0, high)):
+            if limit is not None:
+                row = np.zeros(rows[0].shape[1])
+                row[:null.shape[1]] = sign * null[j]
+                rows.append(row[None])
+                rhs.append(np.array([sign * (limit - v_p[j])]))
+    a, b = np.vstack(rows), np.concatenate(rhs)
+    c = np.concatenate([cost[cols] @ null, cost[rest]])
+    scale = np.abs(a).max(axis=1)
+    scale[scale == 0] = 1.0
+    res = linprog(c, A_ub=a / scale[:, None], b_ub=b / scale,
+                  bounds=[(None, None)] * null.shape[1] + [bounds[i] for i in rest],
                   method="highs")
-    return res.x if res.status == 0 else None
+    if res.status != 0:
+        return None
+    sol = res.x
+    v = np.empty(len(cost))
+    v[cols] = v_p + null @ sol[:null.shape[1]]
+    v[rest] = sol[null.shape[1]:]
+    return v
 
 
 def _region_program(layers, signs, z, objective, x0):
@@ -201,18 +250,35 @@ def _residual(layers, x, z) -> float:
     return float(np.abs(r - r.mean()).max())
 
 
-def _newton(layers, x, z, steps: int = 2):
+def _newton(layers, x, z, steps: int = 6):
     """Least-squares corrections of ``x`` onto the centred target, each in the
-    region of the current point, kept only while they reduce the residual."""
+    region of the current point, kept only while they reduce the residual.
+
+    A program's answer is a vertex: many units sit at 0 (up to the solver's
+    tolerance), and a plain least-squares step flips some of them, which
+    breaks the region's affine model. The step therefore first holds the
+    units within ``TIGHT`` of 0 there (on the face they span the map is affine
+    whatever their side); if that does not reduce the residual, it is tried
+    without them."""
     best = _residual(layers, x, z)
     for _ in range(steps):
         pre, out = forward(layers, x)
-        signs = _signs(pre)
-        A = _affine(layers, signs)[1][0]
+        hidden, (A, _) = _affine(layers, _signs(pre))
         r = (z - out) - (z - out).mean()
-        trial = x + np.linalg.lstsq(A - A.mean(axis=0), r, rcond=None)[0]
-        res = _residual(layers, trial, z)
-        if not res < best:
+        rows, rhs = [A - A.mean(axis=0)], [r]
+        for (M, _), a in zip(hidden, pre):
+            tight = np.abs(a) <= TIGHT * np.abs(a).max()
+            if tight.any():
+                scale = np.abs(M[tight]).max(axis=1)
+                scale[scale == 0] = 1.0
+                rows.append(M[tight] / scale[:, None])
+                rhs.append(-a[tight] / scale)
+        for system in ((np.vstack(rows), np.concatenate(rhs)), (rows[0], r)):
+            trial = x + np.linalg.lstsq(*system, rcond=None)[0]
+            res = _residual(layers, trial, z)
+            if res < best:
+                break
+        else:
             break
         x, best = trial, res
     return x
@@ -231,6 +297,126 @@ def _score(layers, x, z, objective, dtype):
         return np.inf
     p, q = np.exp(out - out.max()), np.exp(z - z.max())
     return float(np.abs(p / p.sum() - q / q.sum()).max())
+
+
+def _probability_error(out: np.ndarray, z: np.ndarray) -> np.ndarray:
+    """``max_k |softmax(out)_k - softmax(z)_k|`` per row of ``out`` ``(..., K)``."""
+    p, q = np.exp(out - out.max(axis=-1, keepdims=True)), np.exp(z - z.max())
+    return np.abs(p / p.sum(axis=-1, keepdims=True) - q / q.sum()).max(axis=-1)
+
+
+def _output_map(layers: Sequence[Layer], x: np.ndarray) -> np.ndarray:
+    """``A`` ``(K, in)``, the output's affine map on the region of ``x``, multiplied
+    from the output down (``K`` rows at a time: cheap on wide inputs)."""
+    pre, _ = forward(layers, x)
+    k = len(pre)
+    mat = None
+    for w, b, slope in reversed(layers):
+        if slope is not None:
+            k -= 1
+            d = _slopes(pre[k], slope)
+            mat = d[:, None] * w if mat is None else (mat * d) @ w
+        else:
+            mat = w if mat is None else mat @ w
+    return mat
+
+
+def round_preimage(layers: Sequence[Layer], x: np.ndarray, z: np.ndarray,
+                   dtype: torch.dtype, *, good: float = 2.5e-4, max_steps: int = 400,
+                   candidates: int = 256, restarts: int = 0,
+                   gen: torch.Generator | None = None) -> tuple[np.ndarray, float]:
+    """The preimage ``x`` ``(in,)`` of the logits ``z + k·1`` (float64) rounded to
+    ``dtype``, then moved by whole units in the last place (ulps), one input
+    entry at a time, while that brings the probabilities closer to the
+    target. Returns the input (float64 holding ``dtype`` values) and its
+    largest probability error ``max_k |softmax(f(x))_k - softmax(z)_k|``.
+
+    Rounding moves each entry by up to half an ulp, ``u·|x_i|``, and the
+    logits by the sum of those moves through the network: on a large preimage
+    far more than the target allows. But each entry can be rounded either way
+    or moved by a few ulps, and with far more entries than logits some
+    combination cancels most of the error (a closest-vector problem, solved
+    greedily). Each step ranks the entries by the best move of the region's
+    affine map ``A`` (with ``r`` the centred logits' residual and ``a_i`` the
+    centred column ``i``: ``-(a_i·r)/|a_i|²``, in whole ulps of ``x_i``),
+    evaluates that move, half of it and ±1, ±2, ±4, ±8 ulps of the
+    ``candidates`` best exactly (a float64 forward pass: moves flip units near
+    0, which the affine map does not see) and keeps the best, until the error
+    is at most ``good`` or no move helps.
+
+    The greedy search stops in local optima. With ``restarts`` (and ``gen``)
+    it starts again that many times from ``x`` moved along the null space of
+    the centred ``A`` by about 4 ulps (still a preimage, rounded differently),
+    and keeps the best.
+    """
+    best = _round_greedy(layers, x, z, dtype, good, max_steps, candidates)
+    if restarts and best[1] > good:
+        A = _output_map(layers, x)
+        null = np.linalg.svd(A - A.mean(axis=0))[2][len(z) - 1:].T
+        size = 4 * torch.finfo(dtype).eps * np.abs(x).max()
+        for _ in range(restarts):
+            v = null @ torch.randn(null.shape[1], generator=gen, dtype=torch.float64).numpy()
+            start = _newton(layers, x + size * v / np.abs(v).max(), z)
+            trial = _round_greedy(layers, start, z, dtype, good, max_steps, candidates)
+            if trial[1] < best[1]:
+                best = trial
+            if best[1] <= good:
+                break
+    return best
+
+
+def _round_greedy(layers, x, z, dtype, good, max_steps, candidates):
+    """One greedy search of :func:`round_preimage` from ``x`` rounded to ``dtype``."""
+    eps = torch.finfo(dtype).eps
+    xr = torch.from_numpy(x).to(dtype).double().numpy()
+    w1, b1, slope1 = layers[0]
+
+    def outputs(first: np.ndarray) -> np.ndarray:   # rows of first-layer values -> logits
+        h = first
+        if slope1 is not None:
+            h = np.where(h >= 0, h, slope1 * h)
+        for w, b, slope in layers[1:]:
+            h = h @ w.T + b
+            if slope is not None:
+                h = np.where(h >= 0, h, slope * h)
+        return h
+
+    first = w1 @ xr + b1
+    out = outputs(first[None])[0]
+    err = float(_probability_error(out, z))
+    for _ in range(max_steps):
+        if err <= good or not np.isfinite(err):
+            break
+        A = _output_map(layers, xr)
+        J = A - A.mean(axis=0)
+        r = (out - z) - (out - z).mean()
+        ulp = eps * np.exp2(np.floor(np.log2(np.maximum(np.abs(xr), 1e-300))))
+        gr, gn = J.T @ r, (J * J).sum(axis=0)
+        best = np.round(-gr / np.maximum(gn, 1e-300) / ulp)
+        gain = 2 * best * ulp * gr + (best * ulp) ** 2 * gn      # change of |r|², to first order
+        idx = np.argsort(gain)[:candidates]
+        one = np.ones(len(idx))
+        moves = np.stack([best[idx], np.round(best[idx] / 2), one, -one, 2 * one, -2 * one,
+                          4 * one, -4 * one, 8 * one, -8 * one], axis=1)
+        rows = np.repeat(idx, moves.shape[1])
+        new = xr[rows] + moves.ravel() * ulp[rows]
+        new = torch.from_numpy(new).to(dtype).double().numpy()       # representable
+        firsts = first[None] + (new - xr[rows])[:, None] * w1[:, rows].T  # one entry changed
+        outs = outputs(firsts)
+        errs = _probability_error(outs, z)
+        errs[~np.isfinite(outs).all(axis=1) | (new == xr[rows])] = np.inf
+        k = int(np.argmin(errs))
+        if not errs[k] < err:
+            break
+        trial = xr.copy()
+        trial[rows[k]] = new[k]
+        first_k = w1 @ trial + b1                   # exactly, as verification computes it
+        out_k = outputs(first_k[None])[0]
+        err_k = float(_probability_error(out_k, z))
+        if not err_k < err:
+            break
+        xr, first, out, err = trial, first_k, out_k, err_k
+    return xr, err
 
 
 def walk_patterns(layers: Sequence[Layer], x: np.ndarray, z: np.ndarray, *,
@@ -283,16 +469,42 @@ def walk_patterns(layers: Sequence[Layer], x: np.ndarray, z: np.ndarray, *,
     return best
 
 
+def fits(layers: Sequence[Layer]) -> bool:
+    """Whether the programs of the network ``layers`` stay within ``MAX_ENTRIES``."""
+    return layers[0][0].shape[1] * sum(w.shape[0] for w, *_ in layers) <= MAX_ENTRIES
+
+
+def _walk_starts(layers: Sequence[Layer]) -> list[int]:
+    """The layers ``i`` from which :func:`backward_walk` walks the sub-network
+    ``layers[i:]`` (the input's, and every hidden vector after a LeakyReLU but
+    the last), where its programs fit ``MAX_ENTRIES``."""
+    return [i for i in range(len(layers) - 1)
+            if (i == 0 or layers[i - 1][2] is not None) and fits(layers[i:])]
+
+
+def _null_noise(w: np.ndarray, size: float, gen: torch.Generator | None) -> np.ndarray:
+    """A random vector ``(in,)`` of norm ``size`` in the null space of ``w``
+    ``(out, in)``: a standard normal vector from ``gen`` projected onto it
+    (the same direction, in law, as the paper's random coefficients on a
+    basis of the null space)."""
+    g = torch.randn(w.shape[1], generator=gen, dtype=torch.float64).numpy()
+    v = g - w.T @ np.linalg.solve(w @ w.T, w @ g)
+    return size * v / np.linalg.norm(v)
+
+
 def backward_walk(layers: Sequence[Layer], z: np.ndarray, *, max_programs: int = 30,
                   size_programs: int = 10, dtype: torch.dtype = torch.float32,
                   std: float = 0.0, gen: torch.Generator | None = None) -> np.ndarray:
     """A preimage ``(in,)`` float64 of the logits ``z + k·1`` ``(K,)``: back
     layer by layer, each hidden vector the minimum-norm solution of its layer
-    (plus, with ``std > 0``, the paper's null-space noise
-    ``std·‖h_p‖·N c/‖N c‖``, ``c`` from ``gen``), shrunk by
-    :func:`walk_patterns` (``"size"``, at most ``size_programs`` programs) on
-    the layers above it; the input likewise on the whole network, then walked
-    with the ``"rounding"`` objective (at most ``max_programs``)."""
+    (plus, with ``std > 0``, the paper's null-space noise of norm
+    ``std·‖h_p‖`` from ``gen``), shrunk by :func:`walk_patterns` (``"size"``,
+    at most ``size_programs`` programs) on the layers above it; the input
+    likewise on the whole network, then walked with the ``"rounding"``
+    objective (at most ``max_programs``). Sub-networks whose programs would
+    exceed ``MAX_ENTRIES`` are not walked (on a wide input the walk covers
+    only the narrower layers above it)."""
+    starts = set(_walk_starts(layers))
     w, b, slope = layers[-1]
     h = z - z.min() + 1.0 if slope is not None else z - z.mean()   # >= 0 before a LeakyReLU
     for i in range(len(layers) - 1, -1, -1):
@@ -300,48 +512,55 @@ def backward_walk(layers: Sequence[Layer], z: np.ndarray, *, max_programs: int =
         a = h if slope is None else np.where(h >= 0, h, h / slope)
         h = np.linalg.lstsq(w, a - b, rcond=None)[0]
         if std > 0 and w.shape[1] > w.shape[0]:
-            basis = np.linalg.svd(w)[2][w.shape[0]:].T            # null space of W
-            v = basis @ torch.randn(basis.shape[1], generator=gen, dtype=torch.float64).numpy()
-            h = h + std * np.linalg.norm(h) * v / np.linalg.norm(v)
-        if i < len(layers) - 1 and (i == 0 or layers[i - 1][2] is not None):
+            h = h + _null_noise(w, std * np.linalg.norm(h), gen)
+        if i in starts:
             h = walk_patterns(layers[i:], h, z, objective="size", max_programs=size_programs)
+    if 0 not in starts:
+        return h
     return walk_patterns(layers, h, z, objective="rounding", max_programs=max_programs,
                          dtype=dtype)
 
 
 def walkable(layers: Sequence[Layer] | None) -> bool:
-    """Whether :func:`backward_walk` applies and its programs are small enough."""
+    """Whether :func:`backward_walk` applies (a chain of Linear layers and
+    LeakyReLUs) and walks at least one sub-network."""
     if not layers or all(slope is None for *_, slope in layers):
         return False
-    width = layers[0][0].shape[1]
-    total = sum(w.shape[0] for w, *_ in layers)
-    return width * total <= MAX_ENTRIES
+    return bool(_walk_starts(layers))
 
 
 def walk_preimages(layers: Sequence[Layer], targets: torch.Tensor, dtype: torch.dtype, *,
                    attempts: int = 3, std: float = 0.1, atol: float = 1e-3,
-                   gen: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                   gen: torch.Generator | None = None
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """:func:`backward_walk` for each row of ``targets`` ``(n, K)`` probabilities,
-    walked for inputs rounded to ``dtype`` (the model's): first without noise,
+    walked for inputs rounded to ``dtype`` (the model's) and rounded by
+    :func:`round_preimage` (with ``ROUND_RESTARTS``): first without noise,
     then with null-space noise ``std``, up to ``attempts`` walks in all, until
     one misses the target by at most ``atol/4`` once rounded (a margin that
     :func:`region_samples` needs: its samples miss by about as much as their
-    anchor). Keeps each row's best walk. Returns the inputs ``(n, in)``
-    float64 and whether each verifies (misses by at most ``0.9·atol``) ``(n,)`` bool."""
+    anchor). Keeps each row's best walk. Returns the rounded inputs
+    ``(n, in)`` (float64 holding ``dtype`` values), whether each verifies
+    (misses by at most ``0.9·atol``) ``(n,)`` bool, and the float64 preimages
+    they were rounded from ``(n, in)`` (the anchors of :func:`region_samples`
+    and :func:`null_samples`)."""
     z = torch.log(targets.double().cpu()).numpy()
-    xs, ok = [], []
+    xs, ok, exact = [], [], []
     for row in z:
         best, best_score = None, np.inf
         for attempt in range(attempts):
             x = backward_walk(layers, row, dtype=dtype, std=std if attempt else 0.0, gen=gen)
-            score = _score(layers, x, row, "rounding", dtype)
+            xr, score = round_preimage(layers, x, row, dtype, good=atol / 4,
+                                       restarts=ROUND_RESTARTS, gen=gen)
             if score < best_score:
-                best, best_score = x, score
+                best, best_score = (xr, x), score
             if best_score <= atol / 4:
                 break
-        xs.append(best)
+        xs.append(best[0])
+        exact.append(best[1])
         ok.append(best_score <= 0.9 * atol)
-    return torch.tensor(np.stack(xs), dtype=torch.float64), torch.tensor(ok)
+    return (torch.tensor(np.stack(xs), dtype=torch.float64), torch.tensor(ok),
+            torch.tensor(np.stack(exact), dtype=torch.float64))
 
 
 def region_samples(layers: Sequence[Layer], anchor: np.ndarray, z: np.ndarray, n: int,
@@ -371,7 +590,8 @@ def region_samples(layers: Sequence[Layer], anchor: np.ndarray, z: np.ndarray, n
     signs = _signs(pre)
     cost, a_ub, b_ub, a_eq, b_eq, bounds, S = _program(layers, signs, z, "rounding", anchor)
     A = _affine(layers, signs)[1][0]
-    cap = slack * float((np.abs(A - A.mean(axis=0)) @ np.abs(anchor)).max())
+    cap = (slack * float((np.abs(A - A.mean(axis=0)) @ np.abs(anchor)).max())
+           / rounding_unit(A, S))
     bounds = [(-3.0, 3.0)] * width + bounds[width:-1] + [(0.0, cap)]
     out, drawn = np.repeat(anchor[None], n, axis=0), np.zeros(n, dtype=bool)
     for j in range(n):
@@ -383,7 +603,42 @@ def region_samples(layers: Sequence[Layer], anchor: np.ndarray, z: np.ndarray, n
             if sol is None:
                 continue
             x = _newton(layers, anchor + u * S * sol[:width], z, steps=1)
-            if _score(layers, x, z, "rounding", dtype) <= 0.9 * atol:
+            x, score = round_preimage(layers, x, z, dtype, good=atol / 4, restarts=2, gen=gen)
+            if score <= 0.9 * atol:
                 out[j], drawn[j] = x, True
                 break
     return out, drawn
+
+
+def null_samples(layers: Sequence[Layer], anchor: np.ndarray, z: np.ndarray, n: int,
+                 gen: torch.Generator, *, std: float = 0.1, retries: int = 8,
+                 dtype: torch.dtype = torch.float32, atol: float = 1e-3
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` preimages ``(n, in)`` of the logits ``z + k·1`` around the walked
+    preimage ``anchor`` where :func:`region_samples`' program is too large (the
+    input is wide), and which of them were drawn ``(n,)`` bool.
+
+    A sample is ``anchor + v``, ``v`` random in the null space of the first
+    layer's weight with ``‖v‖ = std·‖anchor‖`` (the paper's null-space
+    sampling, at the input only): the first layer, and so the network, maps it
+    exactly where it maps the anchor. It is rounded to ``dtype`` by
+    :func:`round_preimage`; one that then misses the target by more than
+    ``0.9·atol`` is drawn again with ``std`` halved (up to ``retries`` times);
+    if every draw misses, its row is the anchor and it is marked not drawn.
+    A first layer without a null space (as wide as its input or wider) gives
+    no samples."""
+    w = layers[0][0]
+    out, drawn = np.repeat(anchor[None], n, axis=0), np.zeros(n, dtype=bool)
+    if w.shape[0] >= w.shape[1]:
+        return out, drawn
+    for j in range(n):
+        size = std * np.linalg.norm(anchor)
+        for _ in range(retries + 1):
+            x, score = round_preimage(layers, anchor + _null_noise(w, size, gen), z, dtype,
+                                      good=atol / 4)
+            if score <= 0.9 * atol:
+                out[j], drawn[j] = x, True
+                break
+            size /= 2
+    return out, drawn
+

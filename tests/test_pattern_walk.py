@@ -79,7 +79,7 @@ def test_backward_walk_finds_float32_preimages_the_backward_pass_cannot(deep_lea
     """The backward pass's inputs here are ~1e9–1e12 and almost never verify once
     rounded to float32; one walk per target (no noise) verifies for 9 of 10."""
     layers = _layers(deep_leaky)
-    x, walked = pattern_walk.walk_preimages(layers, TEN, torch.float32, attempts=1)
+    x, walked, _ = pattern_walk.walk_preimages(layers, TEN, torch.float32, attempts=1)
     ok = verify(deep_leaky, x.float(), TEN)[1]
     assert torch.equal(ok, walked)
     plain = back_pass_inv(deep_leaky, TEN, 1, seed=1, strategy="paper")
@@ -90,7 +90,7 @@ def test_backward_walk_finds_float32_preimages_the_backward_pass_cannot(deep_lea
 def test_region_samples_are_distinct_verified_preimages(deep_leaky):
     layers = _layers(deep_leaky)
     t = TEN[3:4]
-    anchor = pattern_walk.walk_preimages(layers, t, torch.float32)[0][0].numpy()
+    anchor = pattern_walk.walk_preimages(layers, t, torch.float32)[2][0].numpy()
     z = np.log(t[0].double().numpy())
     gen = torch.Generator().manual_seed(0)
     xs, drawn = pattern_walk.region_samples(layers, anchor, z, 8, gen)
@@ -101,6 +101,57 @@ def test_region_samples_are_distinct_verified_preimages(deep_leaky):
     assert (torch.pdist(torch.from_numpy(xs)) > 1e-6 * np.linalg.norm(anchor)).all()
     again, _ = pattern_walk.region_samples(layers, anchor, z, 8, torch.Generator().manual_seed(0))
     np.testing.assert_array_equal(xs, again[drawn])
+
+
+def test_round_preimage_cancels_most_of_the_rounding_error(deep_leaky):
+    """Walked preimages (before their rounding walk) of which several miss the
+    target once rounded to float32; round_preimage brings those within reach."""
+    layers = _layers(deep_leaky)
+    exact = copy.deepcopy(deep_leaky).double()
+    missed = 0
+    for c in range(10):
+        z = np.log(TEN[c].double().numpy())
+        x = pattern_walk.backward_walk(layers, z, max_programs=0)
+        plain = pattern_walk._score(layers, x, z, "rounding", torch.float32)
+        xr, err = pattern_walk.round_preimage(layers, x, z, torch.float32)
+        assert err <= plain
+        np.testing.assert_array_equal(xr, xr.astype(np.float32))     # representable
+        assert np.abs(xr - x).max() <= 1e-5 * np.abs(x).max()          # a few ulps away
+        probs = torch.softmax(exact(torch.from_numpy(xr)[None]), dim=1)[0]
+        assert (probs - TEN[c].double()).abs().max().item() == pytest.approx(err, rel=1e-3)
+        if plain > 1e-3:
+            missed += 1
+            assert err <= min(plain / 4, 0.9e-3)
+            assert verify(deep_leaky, torch.from_numpy(xr)[None].float(), TEN[c:c + 1])[1].all()
+    assert missed >= 2
+
+
+def test_wide_inputs_walk_the_narrow_layers_and_sample_the_input_null_space(
+        deep_leaky, monkeypatch):
+    """With programs over the whole network too large, the walk covers the
+    sub-networks that fit, and a target's samples are its walked preimage
+    plus first-layer null-space noise."""
+    layers = _layers(deep_leaky)
+    monkeypatch.setattr(pattern_walk, "MAX_ENTRIES", 5000)     # 55·135 entries do not fit
+    assert pattern_walk.walkable(layers) and not pattern_walk.fits(layers)
+    assert pattern_walk.fits(layers[1:])
+    t = TEN[2:3]
+    z = np.log(t[0].double().numpy())
+    _, ok, anchor = pattern_walk.walk_preimages(layers, t, torch.float32)
+    assert ok.all()
+    anchor = anchor[0].numpy()
+    gen = torch.Generator().manual_seed(0)
+    xs, drawn = pattern_walk.null_samples(layers, anchor, z, 6, gen)
+    assert drawn.all()
+    ok = verify(deep_leaky, torch.from_numpy(xs).float(), t.expand(len(xs), -1))[1]
+    assert ok.all()
+    assert (torch.pdist(torch.from_numpy(xs)) > 1e-3 * np.linalg.norm(anchor)).all()
+    w, b, _ = layers[0]
+    first = xs @ w.T + b
+    assert np.abs(first - (w @ anchor + b)).max() <= 1e-4 * np.abs(w @ anchor + b).max()
+    res = back_pass_inv(deep_leaky, TEN, n_samples=4, seed=1)
+    assert res.info["pattern_walks_verified"] >= 8
+    assert res.success_rate >= 0.8, res.info["reasons"]
 
 
 def test_back_pass_inv_walks_targets_without_anchors(deep_leaky, monkeypatch):
