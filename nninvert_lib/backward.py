@@ -54,14 +54,19 @@ fails, and still the paper's null-space sampling:
    verifies replaces a failed sample. On a random LeakyReLU(0.01) network with
    widths 31, 23, 17, 13, 10 this lifts 80% to 100%; on the trained FCNN-6,
    whose backward samples do not verify, it costs 32 draws per target;
-3. on a network of Linear layers and LeakyReLUs only (small enough:
-   :data:`nninvert_lib.pattern_walk.MAX_ENTRIES`), a target still without a
-   verified sample gets a *pattern walk*
+3. on a network of Linear layers and LeakyReLUs only, a target still without
+   a verified sample gets a *pattern walk*
    (:func:`nninvert_lib.pattern_walk.walk_preimages`): the backward pass with
-   every hidden vector shrunk by linear programs over activation regions, the
-   input walked until its float32 rounding keeps the target (up to 3 walks,
-   the later ones with null-space noise). Where one verifies, the target's
-   samples are drawn in its region (:func:`~nninvert_lib.pattern_walk.region_samples`).
+   every hidden vector shrunk by linear programs over activation regions
+   (on the sub-networks small enough: :data:`nninvert_lib.pattern_walk.MAX_ENTRIES`),
+   the input walked until its float32 rounding keeps the target, then rounded
+   entry by entry so that the rounding errors cancel
+   (:func:`~nninvert_lib.pattern_walk.round_preimage`; up to 5 walks, the
+   later ones with null-space noise). Where one verifies, the target's
+   samples are drawn in its region
+   (:func:`~nninvert_lib.pattern_walk.region_samples`), or with first-layer
+   null-space noise where the input is too wide for that
+   (:func:`~nninvert_lib.pattern_walk.null_samples`).
    On the random LeakyReLU(0.01) network 55-41-31-23-17-13-10 this lifts 2% to
    100% (about 1 s per target walked);
 4. every target gets ``seeds_per_target`` verified *anchors*: its verified

@@ -21,24 +21,38 @@ boundary with a neighbouring region, and the optimum is still a preimage there
 (a unit at 0 has the same output for either slope), so those units are
 flipped and the program solved again in the neighbour, as long as the
 objective falls. The programs are posed relative to the current point and
-scaled (every row and variable of order one, however large the input), each
-answer is corrected by least squares in its region and kept only if it
-reproduces the centred logits (``PREIMAGE_TOL``). The walk can stop in a
-local optimum.
+scaled (every row and variable of order one, however large the input). Deep
+in a network the logits' rows still reach 1e9 and more (the input's large
+entries cancel in the layers below), far beyond what the solver's tolerance
+can hold to a preimage, so ``_solve`` eliminates the equalities exactly
+(null-space parametrisation) before HiGHS sees the program. Each answer is
+then corrected by least squares in its region, holding the units at 0 there
+(``_newton``), and kept only if it reproduces the centred logits
+(``PREIMAGE_TOL``). The walk can stop in a local optimum.
 
 :func:`backward_walk` (going back layer by layer, like BackPassInv): the new
 hidden vector is the minimum-norm solution of its layer, then the walk shrinks
 it on the sub-network above it (objective: the largest entry of that
 sub-network's input and pre-activations), so the next layer back starts from a
 small vector instead of an amplified one. The input is shrunk the same way on
-the whole network, then walked with the rounding objective.
+the whole network, then walked with the rounding objective. Sub-networks whose
+programs would exceed ``MAX_ENTRIES`` are skipped: on a wide input the walk
+covers the narrower layers only.
+
+:func:`round_preimage` then rounds the walked preimage to the model's dtype and
+moves its entries by whole units in the last place, greedily, until the
+rounding errors of the many input entries cancel in the few logits (a
+closest-vector problem): this turns rounding errors of 1e-3–1e-1 in the
+probabilities into 1e-5–1e-4. A target's further samples are random
+preimages in the walked preimage's region (:func:`region_samples`) or, where
+that program is too large, the walked preimage plus first-layer null-space
+noise (:func:`null_samples`), each rounded the same way.
 
 On a random narrowing LeakyReLU(0.01) network with widths 55-41-31-23-17-13-10
 (PyTorch's default initialisation) the backward pass's inputs are ~1e9–1e12 and
-2% of its samples verify in float32; one backward walk per target verifies for
-9 of the 10 targets, and BackPassInv with the walk verifies every sample
-(inputs up to ~3e9, about 1 s per target walked). Deeper, it reaches 62% at
-depth 8 and 8% at depth 10 (``benchmarks/leaky_depth.py``).
+2% of its samples verify in float32; BackPassInv with the walk verifies every
+sample (about 1 s per target walked). ``benchmarks/leaky_depth.py`` measures
+deeper and wider networks.
 """
 from __future__ import annotations
 
@@ -200,7 +214,7 @@ def _solve(cost, a_ub, b_ub, a_eq, b_eq, bounds) -> np.ndarray | None:
     network (the logits' rows reach 1e9 and more as the input's entries cancel
     in the layers below) would leave answers far from any preimage. The rows
     left are scaled to largest coefficient 1 (HiGHS fails on some unscaled
-    ones; it drops coefficients below 1e-9, so :func:`_program` keeps each
+    ones; it drops coefficients below 1e-9, so ``_program`` keeps each
     row's own coefficients of comparable size)."""
     from scipy.optimize import linprog
 
@@ -367,7 +381,7 @@ def round_preimage(layers: Sequence[Layer], x: np.ndarray, z: np.ndarray,
 
 def _round_greedy(layers, x, z, dtype, good, max_steps, candidates):
     """One greedy search of :func:`round_preimage` from ``x`` rounded to ``dtype``."""
-    eps = torch.finfo(dtype).eps
+    eps, tiny = torch.finfo(dtype).eps, torch.finfo(dtype).tiny
     xr = torch.from_numpy(x).to(dtype).double().numpy()
     w1, b1, slope1 = layers[0]
 
@@ -390,9 +404,11 @@ def _round_greedy(layers, x, z, dtype, good, max_steps, candidates):
         A = _output_map(layers, xr)
         J = A - A.mean(axis=0)
         r = (out - z) - (out - z).mean()
-        ulp = eps * np.exp2(np.floor(np.log2(np.maximum(np.abs(xr), 1e-300))))
+        ulp = eps * np.exp2(np.floor(np.log2(np.maximum(np.abs(xr), tiny))))
         gr, gn = J.T @ r, (J * J).sum(axis=0)
-        best = np.round(-gr / np.maximum(gn, 1e-300) / ulp)
+        with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
+            best = -gr / gn / ulp
+        best = np.round(np.clip(np.nan_to_num(best), -2.0 ** 20, 2.0 ** 20))
         gain = 2 * best * ulp * gr + (best * ulp) ** 2 * gn      # change of |r|², to first order
         idx = np.argsort(gain)[:candidates]
         one = np.ones(len(idx))
@@ -530,7 +546,7 @@ def walkable(layers: Sequence[Layer] | None) -> bool:
 
 
 def walk_preimages(layers: Sequence[Layer], targets: torch.Tensor, dtype: torch.dtype, *,
-                   attempts: int = 3, std: float = 0.1, atol: float = 1e-3,
+                   attempts: int = 5, std: float = 0.1, atol: float = 1e-3,
                    gen: torch.Generator | None = None
                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """:func:`backward_walk` for each row of ``targets`` ``(n, K)`` probabilities,
