@@ -68,7 +68,8 @@ fails, and still the paper's null-space sampling:
    null-space noise where the input is too wide for that
    (:func:`~nninvert_lib.pattern_walk.null_samples`).
    On the random LeakyReLU(0.01) network 55-41-31-23-17-13-10 this lifts 2% to
-   100% (about 1 s per target walked);
+   100% (about 1 s per target walked; deeper and wider networks:
+   ``benchmarks/leaky_depth.py``);
 4. every target gets ``seeds_per_target`` verified *anchors*: its verified
    backward samples, topped up by finishing failed samples with
    Levenberg–Marquardt (:func:`nninvert_lib.forward.levenberg_marquardt`, the
@@ -94,7 +95,12 @@ fails, and still the paper's null-space sampling:
    amplified by the pseudoinverses further down). Anchor units within
    ``SATURATION`` of SELU's ``-λα`` are held fixed (a masked minimum-norm
    solve keeps them out of the step). What still fails is finished by LM;
-6. everything is verified with :func:`~nninvert_lib.result.verify`.
+6. on a Linear/LeakyReLU network, a sample that still misses (typically a
+   float64 preimage that float32 rounding spoils) is rounded entry by entry
+   (:func:`~nninvert_lib.pattern_walk.round_preimage`, stage ``"rounded"``);
+   on random LeakyReLU(0.01) networks of widths 31-23-17-13-10 and
+   640-320-160-80-40-20-10 this rescues the one sample in 40 that missed;
+7. everything is verified with :func:`~nninvert_lib.result.verify`.
 
 Measured (trained ``paper``-profile FCNNs, targets ``target_distribution(c, 0.9)``
 for c = 0..9, 100 samples each, seed 0, ``atol=1e-3``, one CPU thread):
@@ -122,8 +128,8 @@ A per-sample implementation that recomputes the SVDs on every call manages
 two threads on a loaded 2-core machine BLAS threads spin and every rate
 drops several-fold (FCNN-6 default: ~220 samples/s).
 
-``info`` records, per sample, ``stage`` (``"backward"``, ``"walk"``, ``"lm"``
-or ``"anchored"``), ``retries`` (noise redraws of the backward pass),
+``info`` records, per sample, ``stage`` (``"backward"``, ``"walk"``, ``"lm"``,
+``"anchored"`` or ``"rounded"``), ``retries`` (noise redraws of the backward pass),
 ``anchored_retries``, ``hidden_std`` (the hidden noise scale used),
 ``reasons`` (``""`` when verified) and ``paper_reasons`` (why the backward
 pass failed, if it did), plus counts per stage, ``backward_redraws`` (fresh
@@ -177,6 +183,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import partial
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -701,7 +708,8 @@ class _Finisher:
         self.max_retries, self.lm_max_iter, self.gen = max_retries, lm_max_iter, gen
         self.lookahead, self.lookahead_range = lookahead, lookahead_range
         self.redraws = 0
-        self.walked = self.walk_verified = 0
+        self.walked = self.walk_verified = self.rounded = 0
+        self.seconds_round = 0.0
         self.seconds_walk = 0.0
         n = len(t)
         self.hidden_std = torch.full((n,), float(std), dtype=torch.float64)
@@ -915,6 +923,30 @@ class _Finisher:
             x[fb], _ = self.lm(x[fb], t[fb])
             for j in fb.tolist():
                 stage[j] = "lm"
+        # 4. what still misses, on a Linear/LeakyReLU network: rounded entry by entry
+        self.round_missed(x, stage)
+
+    def round_missed(self, x: torch.Tensor, stage: list[str]) -> None:
+        """On a Linear/LeakyReLU network, each sample that still does not verify
+        (a float64 preimage, or near one, that float32 rounding spoils) is
+        rounded by :func:`~nninvert_lib.pattern_walk.round_preimage`; those that
+        then verify take stage ``"rounded"``."""
+        layers = pattern_walk.piecewise_layers(self.plan.steps)
+        if layers is None:
+            return
+        t0 = time.perf_counter()
+        missed = (~self.verified(x, self.t)).nonzero().flatten().tolist()
+        for j in missed:
+            xj = x[j].double().cpu().numpy()
+            if not np.isfinite(xj).all():
+                continue
+            z = torch.log(self.t[j].double().cpu()).numpy()
+            xr, err = pattern_walk.round_preimage(layers, xj, z, self.dtype, good=self.atol / 4)
+            xr = torch.from_numpy(xr).to(x)
+            if err <= 0.9 * self.atol and bool(self.verified(xr[None], self.t[j:j + 1])[0]):
+                x[j], stage[j] = xr, "rounded"
+                self.rounded += 1
+        self.seconds_round += time.perf_counter() - t0
 
 
 # --------------------------------------------------------------------------- the API
@@ -1029,7 +1061,7 @@ def back_pass_inv(model: nn.Module, target: torch.Tensor | Sequence, n_samples: 
     hidden_std = torch.full((n,), float(std), dtype=torch.float64)
     anchored_retries = torch.zeros(n, dtype=torch.long)
     lm_restarts = redraws = walked = walk_verified = 0
-    t_walk = 0.0
+    t_walk = t_round = 0.0
 
     x, in_range, paper_reasons, retries = _paper_pass(
         plan, t, std, gen, max_retries, lookahead=lookahead if strategy == "anchored" else 0,
@@ -1047,6 +1079,7 @@ def back_pass_inv(model: nn.Module, target: torch.Tensor | Sequence, n_samples: 
         hidden_std, anchored_retries, lm_info = fin.hidden_std, fin.anchored_retries, fin.lm_info
         lm_restarts, redraws = fin.lm_restarts, fin.redraws
         walked, walk_verified, t_walk = fin.walked, fin.walk_verified, fin.seconds_walk
+        t_round = fin.seconds_round
         t_lm, t_anchor = fin.seconds_lm, fin.seconds_anchored
 
     inputs = x.reshape(n, *shape).to(dtype)
@@ -1068,7 +1101,7 @@ def back_pass_inv(model: nn.Module, target: torch.Tensor | Sequence, n_samples: 
             reasons.append(f"{stage[j]}: missed the target by {err[j]:.3g} > atol={atol:g} "
                            f"(backward pass: {paper_reasons[j] or 'in range'})")
     counts = {k: sum(1 for j in range(n) if stage[j] == k and conv[j])
-              for k in ("backward", "walk", "lm", "anchored")}
+              for k in ("backward", "walk", "lm", "anchored", "rounded")}
     info = {
         "strategy": strategy, "seed": seed, "std": std, "max_cond": max_cond, "atol": atol,
         "stage": stage, "reasons": reasons, "paper_reasons": paper_reasons,
@@ -1079,6 +1112,7 @@ def back_pass_inv(model: nn.Module, target: torch.Tensor | Sequence, n_samples: 
         "lm_iterations": [i.get("iterations") for i in lm_info], "lm_restarts": lm_restarts,
         "backward_redraws": redraws, "pattern_walks": walked,
         "pattern_walks_verified": walk_verified, "seconds_walk": t_walk,
+        "seconds_round": t_round,
         "seconds_backward": t_paper, "seconds_lm": t_lm, "seconds_anchored": t_anchor,
         "seconds": time.perf_counter() - t_start,
     }

@@ -126,6 +126,30 @@ def test_round_preimage_cancels_most_of_the_rounding_error(deep_leaky):
     assert missed >= 2
 
 
+def test_back_pass_inv_rounds_the_samples_that_still_miss(deep_leaky):
+    """Its last step: float64 preimages that miss once rounded to float32 are
+    rounded entry by entry (stage "rounded")."""
+    layers = _layers(deep_leaky)
+    plan = plan_back_pass(deep_leaky)
+    xs, plain = [], []
+    for c in range(10):
+        z = np.log(TEN[c].double().numpy())
+        xs.append(pattern_walk.backward_walk(layers, z, max_programs=0))
+        plain.append(pattern_walk._score(layers, xs[-1], z, "rounding", torch.float32))
+    x = torch.from_numpy(np.stack(xs))
+    fin = backward._Finisher(deep_leaky, plan, TEN.double(), torch.arange(10), (55,),
+                             torch.float32, 0.1, 1e-3, 2, 30, torch.Generator().manual_seed(0))
+    before = fin.verified(x, TEN.double())
+    assert not before.all()
+    stage = ["lm"] * 10
+    fin.round_missed(x, stage)
+    after = verify(deep_leaky, x.float(), TEN)[1]
+    assert after.all()
+    assert stage == ["lm" if ok else "rounded" for ok in before.tolist()]
+    assert fin.rounded == int((~before).sum()) >= 2
+    assert sum(p > 1e-3 for p in plain) >= 2
+
+
 def test_wide_inputs_walk_the_narrow_layers_and_sample_the_input_null_space(
         deep_leaky, monkeypatch):
     """With programs over the whole network too large, the walk covers the
