@@ -33,8 +33,9 @@ then corrected by least squares in its region, holding the units at 0 there
 :func:`backward_walk` (going back layer by layer, like BackPassInv): the new
 hidden vector is the minimum-norm solution of its layer, then the walk shrinks
 it on the sub-network above it (objective: the largest entry of that
-sub-network's input and pre-activations), so the next layer back starts from a
-small vector instead of an amplified one. The input is shrunk the same way on
+sub-network's input and pre-activations, a negative input entry counted
+``1/s`` times, as the layer below must produce it divided by ``s``), so the
+next layer back starts from a small vector instead of an amplified one. The input is shrunk the same way on
 the whole network, then walked with the rounding objective. Sub-networks whose
 programs would exceed ``MAX_ENTRIES`` are skipped: on a wide input the walk
 covers the narrower layers only.
@@ -134,7 +135,7 @@ def _affine(layers: Sequence[Layer], signs: Sequence[np.ndarray]
     return out, (mat, off)
 
 
-def _program(layers, signs, z, objective, x0):
+def _program(layers, signs, z, objective, x0, input_slope=None):
     """The region's linear program around ``x0`` (a point on the region's closure).
 
     A unit of ``signs`` that disagrees with ``x0`` (a flipped unit at 0, up to
@@ -172,14 +173,17 @@ def _program(layers, signs, z, objective, x0):
                 rows.append(b)
                 rhs.append(-sign * f * a / S)
     for sign in (1.0, -1.0):             # "size": t >= |x|/S; "rounding": r >= |x|/S
+        weight = sign                    # "size" after a LeakyReLU: t >= max(x, -x/slope)/S
+        if objective == "size" and input_slope is not None and sign < 0:
+            weight = sign / input_slope
         b = block(n, nv)
-        b[:, :n] = sign * np.eye(n)
+        b[:, :n] = weight * np.eye(n)
         if objective == "size":
             b[:, -1] = -1.0
         else:
             b[:, n + 1:2 * n + 1] = -np.eye(n)
         rows.append(b)
-        rhs.append(-sign * x0 / S)
+        rhs.append(-weight * x0 / S)
     if objective == "size":
         bounds = [(None, None)] * (n + 1) + [(0, None)]
     else:                                # e >= Σ_i |(P A)_ki| |x_i|, in rounding_unit logits
@@ -250,9 +254,9 @@ def _solve(cost, a_ub, b_ub, a_eq, b_eq, bounds) -> np.ndarray | None:
     return v
 
 
-def _region_program(layers, signs, z, objective, x0):
+def _region_program(layers, signs, z, objective, x0, input_slope=None):
     """Solve the region's linear program around ``x0``; the new input or ``None``."""
-    *program, S = _program(layers, signs, z, objective, x0)
+    *program, S = _program(layers, signs, z, objective, x0, input_slope)
     sol = _solve(*program)
     return None if sol is None else x0 + S * sol[:len(x0)]
 
@@ -298,13 +302,14 @@ def _newton(layers, x, z, steps: int = 6):
     return x
 
 
-def _score(layers, x, z, objective, dtype):
+def _score(layers, x, z, objective, dtype, input_slope=None):
     """The walk's measure of ``x``: for ``"size"`` the largest entry of the input and
     the pre-activations; for ``"rounding"`` the largest probability error once ``x``
     is rounded to ``dtype`` (what verification sees)."""
     if objective == "size":
         pre, _ = forward(layers, x)
-        return max([np.abs(x).max()] + [np.abs(a).max() for a in pre])
+        size = np.abs(x) if input_slope is None else np.maximum(x, -x / input_slope)
+        return max([size.max()] + [np.abs(a).max() for a in pre])
     xr = torch.from_numpy(x).to(dtype).double().numpy()
     out = forward(layers, xr)[1]
     if not np.isfinite(out).all():
@@ -437,7 +442,8 @@ def _round_greedy(layers, x, z, dtype, good, max_steps, candidates):
 
 def walk_patterns(layers: Sequence[Layer], x: np.ndarray, z: np.ndarray, *,
                   objective: str = "rounding", max_programs: int = 40,
-                  dtype: torch.dtype = torch.float32, good: float = 2.5e-4) -> np.ndarray:
+                  dtype: torch.dtype = torch.float32, good: float = 2.5e-4,
+                  input_slope: float | None = None) -> np.ndarray:
     """Walk from the preimage ``x`` ``(in,)`` of the logits ``z + k·1`` ``(K,)``
     across activation regions to a better preimage.
 
@@ -446,19 +452,23 @@ def walk_patterns(layers: Sequence[Layer], x: np.ndarray, z: np.ndarray, *,
     centred logits, to first order), and the walk keeps the point whose
     rounding to ``dtype`` moves the probabilities least, stopping once that is
     at most ``good``. ``objective="size"``: the largest entry of the input and
-    of every pre-activation. Returns the best preimage found (``x`` itself if
-    none is better), float64."""
+    of every pre-activation; with ``input_slope`` (the input is a hidden vector
+    after a LeakyReLU of that slope) an input entry counts as ``max(x_i,
+    -x_i/input_slope)``, the size of the pre-activation the layer below must
+    then produce. Returns the best preimage found (``x`` itself if none is
+    better), float64."""
     if objective not in ("rounding", "size"):
         raise ValueError(f"objective must be 'rounding' or 'size', got {objective!r}")
     pre, _ = forward(layers, x)
     signs = _signs(pre)
-    best, best_score, stale, failures = x, _score(layers, x, z, objective, dtype), 0, 0
+    best, best_score, stale, failures = x, _score(layers, x, z, objective, dtype,
+                                                  input_slope), 0, 0
     current = x
     tol = max(PREIMAGE_TOL * (1.0 + np.abs(z).max()), _residual(layers, x, z))
     for _ in range(max_programs):
         if objective == "rounding" and best_score <= good:
             break
-        new = _region_program(layers, signs, z, objective, current)
+        new = _region_program(layers, signs, z, objective, current, input_slope)
         if new is not None:
             new = _newton(layers, new, z)
         if new is None or _residual(layers, new, z) > tol:
@@ -473,7 +483,7 @@ def walk_patterns(layers: Sequence[Layer], x: np.ndarray, z: np.ndarray, *,
         failures = 0
         current = new
         pre, _ = forward(layers, current)
-        score = _score(layers, current, z, objective, dtype)
+        score = _score(layers, current, z, objective, dtype, input_slope)
         if score < 0.99 * best_score:
             best, best_score, stale = current, score, 0
         else:
@@ -514,8 +524,9 @@ def backward_walk(layers: Sequence[Layer], z: np.ndarray, *, max_programs: int =
     """A preimage ``(in,)`` float64 of the logits ``z + k·1`` ``(K,)``: back
     layer by layer, each hidden vector the minimum-norm solution of its layer
     (plus, with ``std > 0``, the paper's null-space noise of norm
-    ``std·‖h_p‖`` from ``gen``), shrunk by :func:`walk_patterns` (``"size"``,
-    at most ``size_programs`` programs) on the layers above it; the input
+    ``std·‖h_p‖`` from ``gen``), shrunk by :func:`walk_patterns` (``"size"``
+    with the slope of the LeakyReLU it comes out of as ``input_slope``, at
+    most ``size_programs`` programs) on the layers above it; the input
     likewise on the whole network, then walked with the ``"rounding"``
     objective (at most ``max_programs``). Sub-networks whose programs would
     exceed ``MAX_ENTRIES`` are not walked (on a wide input the walk covers
@@ -530,7 +541,8 @@ def backward_walk(layers: Sequence[Layer], z: np.ndarray, *, max_programs: int =
         if std > 0 and w.shape[1] > w.shape[0]:
             h = h + _null_noise(w, std * np.linalg.norm(h), gen)
         if i in starts:
-            h = walk_patterns(layers[i:], h, z, objective="size", max_programs=size_programs)
+            h = walk_patterns(layers[i:], h, z, objective="size", max_programs=size_programs,
+                              input_slope=layers[i - 1][2] if i else None)
     if 0 not in starts:
         return h
     return walk_patterns(layers, h, z, objective="rounding", max_programs=max_programs,

@@ -71,6 +71,17 @@ def test_walk_keeps_an_exact_preimage_and_never_worsens_it(deep_leaky):
         after = pattern_walk._score(layers, walked, z, objective, torch.float32)
         assert after <= before
     assert np.abs(walked).max() < np.abs(start).max() / 10
+    # a hidden vector after a LeakyReLU: negative entries count 1/slope times
+    h = pattern_walk.forward(layers, start)[0][0]
+    h = np.where(h >= 0, h, 0.01 * h)
+    sub = layers[1:]
+    walked = pattern_walk.walk_patterns(sub, h, z, objective="size", input_slope=0.01)
+    np.testing.assert_allclose(_centred(pattern_walk.forward(sub, walked)[1]), _centred(z),
+                               atol=1e-5)
+    weighted = [pattern_walk._score(sub, v, z, "size", torch.float32, input_slope=0.01)
+                for v in (h, walked)]
+    assert weighted[1] < weighted[0] / 10
+    assert weighted[1] >= np.maximum(walked, -walked / 0.01).max()
     with pytest.raises(ValueError, match="objective"):
         pattern_walk.walk_patterns(layers, start, z, objective="norm")
 
