@@ -35,10 +35,10 @@ hidden vector is the minimum-norm solution of its layer, then the walk shrinks
 it on the sub-network above it (objective: the largest entry of that
 sub-network's input and pre-activations, a negative input entry counted
 ``1/s`` times, as the layer below must produce it divided by ``s``), so the
-next layer back starts from a small vector instead of an amplified one. The input is shrunk the same way on
-the whole network, then walked with the rounding objective. Sub-networks whose
-programs would exceed ``MAX_ENTRIES`` are skipped: on a wide input the walk
-covers the narrower layers only.
+next layer back starts from a small vector instead of an amplified one. The
+input is shrunk the same way on the whole network, then walked with the
+rounding objective. Sub-networks whose programs would exceed ``MAX_ENTRIES``
+are skipped: on a wide input the walk covers the narrower layers only.
 
 :func:`round_preimage` then rounds the walked preimage to the model's dtype and
 moves its entries by whole units in the last place, greedily, until the
