@@ -16,7 +16,9 @@ default initialisation (seed = depth), runs the default ``back_pass_inv`` on
 and records the verified success rate, the largest input entry, how many
 targets its pattern walk (step 3, :mod:`nninvert_lib.pattern_walk`) ran on and
 how many of those verified, and the seconds per network. The walk is what
-takes the time: 1–24 s per target walked, on the deepest networks only.
+takes the time: 1 s to a few minutes per target walked, on the deepest and
+widest networks only (1,240 s for the ten targets at slope 0.01, ratio 0.75,
+depth 10).
 
 ``--continuation`` also measures a global alternative: a continuation in the
 negative slope (:func:`slope_continuation`). At slope 1 the network is affine
@@ -67,7 +69,7 @@ exponentially with the number of hidden units). At slope 0.01, ratio 0.75 and
 ``M = 1e4`` it found such inputs for all ten targets at depth 2 and decided
 none of the ten within 60 s each at depth 4.
 
-    python benchmarks/leaky_depth.py                  # about 9 minutes on one CPU thread
+    python benchmarks/leaky_depth.py                  # about 31 minutes on one CPU thread
     python benchmarks/leaky_depth.py --continuation --float64 --smoothing   # ~25 minutes
     python benchmarks/leaky_depth.py --slopes 0.01 --ratios 0.75 --depths 2 4 --milp-bound 1e4
     python benchmarks/leaky_depth.py --conditioning   # about 1 minute
