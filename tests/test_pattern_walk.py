@@ -114,16 +114,26 @@ def test_region_samples_are_distinct_verified_preimages(deep_leaky):
     np.testing.assert_array_equal(xs, again[drawn])
 
 
-def test_round_preimage_cancels_most_of_the_rounding_error(deep_leaky):
-    """Walked preimages (before their rounding walk) of which several miss the
-    target once rounded to float32; round_preimage brings those within reach."""
+@pytest.fixture(scope="module")
+def unrounded_walks(deep_leaky):
+    """One walked preimage per target, without the final rounding walk, and its
+    probability error once plainly rounded to float32; several miss."""
+    layers = _layers(deep_leaky)
+    xs, plain = [], []
+    for c in range(10):
+        z = np.log(TEN[c].double().numpy())
+        xs.append(pattern_walk.backward_walk(layers, z, max_programs=0))
+        plain.append(pattern_walk._score(layers, xs[-1], z, "rounding", torch.float32))
+    return np.stack(xs), plain
+
+
+def test_round_preimage_cancels_most_of_the_rounding_error(deep_leaky, unrounded_walks):
+    """round_preimage brings the walked preimages that miss once rounded within reach."""
     layers = _layers(deep_leaky)
     exact = copy.deepcopy(deep_leaky).double()
     missed = 0
-    for c in range(10):
+    for c, (x, plain) in enumerate(zip(*unrounded_walks)):
         z = np.log(TEN[c].double().numpy())
-        x = pattern_walk.backward_walk(layers, z, max_programs=0)
-        plain = pattern_walk._score(layers, x, z, "rounding", torch.float32)
         xr, err = pattern_walk.round_preimage(layers, x, z, torch.float32)
         assert err <= plain
         np.testing.assert_array_equal(xr, xr.astype(np.float32))     # representable
@@ -137,17 +147,12 @@ def test_round_preimage_cancels_most_of_the_rounding_error(deep_leaky):
     assert missed >= 2
 
 
-def test_back_pass_inv_rounds_the_samples_that_still_miss(deep_leaky):
+def test_back_pass_inv_rounds_the_samples_that_still_miss(deep_leaky, unrounded_walks):
     """Its last step: float64 preimages that miss once rounded to float32 are
     rounded entry by entry (stage "rounded")."""
-    layers = _layers(deep_leaky)
     plan = plan_back_pass(deep_leaky)
-    xs, plain = [], []
-    for c in range(10):
-        z = np.log(TEN[c].double().numpy())
-        xs.append(pattern_walk.backward_walk(layers, z, max_programs=0))
-        plain.append(pattern_walk._score(layers, xs[-1], z, "rounding", torch.float32))
-    x = torch.from_numpy(np.stack(xs))
+    xs, plain = unrounded_walks
+    x = torch.from_numpy(xs.copy())
     fin = backward._Finisher(deep_leaky, plan, TEN.double(), torch.arange(10), (55,),
                              torch.float32, 0.1, 1e-3, 2, 30, torch.Generator().manual_seed(0))
     before = fin.verified(x, TEN.double())
