@@ -708,7 +708,7 @@ class _Finisher:
         self.max_retries, self.lm_max_iter, self.gen = max_retries, lm_max_iter, gen
         self.lookahead, self.lookahead_range = lookahead, lookahead_range
         self.redraws = 0
-        self.walked = self.walk_verified = self.rounded = 0
+        self.walked = self.walk_verified = 0
         self.seconds_round = 0.0
         self.seconds_walk = 0.0
         n = len(t)
@@ -945,7 +945,6 @@ class _Finisher:
             xr = torch.from_numpy(xr).to(x)
             if err <= 0.9 * self.atol and bool(self.verified(xr[None], self.t[j:j + 1])[0]):
                 x[j], stage[j] = xr, "rounded"
-                self.rounded += 1
         self.seconds_round += time.perf_counter() - t0
 
 

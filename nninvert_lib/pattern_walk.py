@@ -314,8 +314,7 @@ def _score(layers, x, z, objective, dtype, input_slope=None):
     out = forward(layers, xr)[1]
     if not np.isfinite(out).all():
         return np.inf
-    p, q = np.exp(out - out.max()), np.exp(z - z.max())
-    return float(np.abs(p / p.sum() - q / q.sum()).max())
+    return float(_probability_error(out, z))
 
 
 def _probability_error(out: np.ndarray, z: np.ndarray) -> np.ndarray:
