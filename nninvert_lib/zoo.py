@@ -28,7 +28,7 @@ from .data import original_files_present, MnistData, load_mnist
 from .errors import CheckpointWarning
 from .models import FCNN_WIDTHS, MODEL_NAMES, PAPER_ACCURACY, VIT_ARCHS, build_model
 from .profiles import TrainConfig, train_config
-from .training import train_model
+from .training import memory_limit, memory_needed, train_model
 
 CHECKPOINT_FORMAT = 1
 
@@ -118,6 +118,10 @@ def load_model(name: str, profile: str = "quick", device: str | torch.device = "
     Raises:
         ValueError: unknown name or profile.
         FileNotFoundError: ``train=False`` and no valid checkpoint is cached.
+        MemoryError: the model would have to be trained on the CPU and even the
+            lower bound of :func:`~.training.memory_needed` exceeds the machine's
+            memory (:func:`~.training.memory_limit`; DINOv3-Base on Binder's 2 GB):
+            raised before training starts.
     """
     if name not in MODEL_NAMES:
         raise ValueError(f"model must be one of {MODEL_NAMES}, got {name!r}")
@@ -168,6 +172,8 @@ def _load_cached(name: str, profile: str, config: TrainConfig, key: str,
 def _train_and_save(name: str, profile: str, config: TrainConfig, key: str, path: Path,
                     train_data: MnistData, val_data: MnistData, device, progress: bool):
     model, arch = build_model(name, config)
+    if torch.device(device).type == "cpu":
+        _check_memory(name, profile, model, config)
     trained, report = train_model(model, config, train_data, val_data, device=device,
                                   progress=progress, desc=f"{name} ({profile})")
     card = {
@@ -182,6 +188,22 @@ def _train_and_save(name: str, profile: str, config: TrainConfig, key: str, path
     }
     _save(trained, card, path)
     return trained.eval(), card
+
+
+def _check_memory(name: str, profile: str, model: nn.Module, config: TrainConfig) -> None:
+    """Raise ``MemoryError`` before training when even :func:`~.training.memory_needed`'s
+    lower bound exceeds :func:`~.training.memory_limit` (on Binder's 2 GB, DINOv3-Base
+    would otherwise train for minutes and then have its process killed)."""
+    need, limit = memory_needed(model, config), memory_limit()
+    if limit is None or need <= limit:
+        return
+    raise MemoryError(
+        f"training {name} ({profile!r} profile) needs at least {need / 2**30:.1f} GiB "
+        f"(this process's memory now, plus gradients, optimizer state and the EMA copy of "
+        f"{sum(p.numel() for p in model.parameters()) / 1e6:.0f}M parameters) but this "
+        f"machine allows {limit / 2**30:.1f} GiB. Train it on a machine with more memory "
+        f"(`nninvert train {name} --profile {profile}`) and copy {paths.models_dir()} here, "
+        f"or use a smaller profile.")
 
 
 def cached_cards(profile: str | None = None) -> list[dict]:

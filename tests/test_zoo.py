@@ -139,3 +139,20 @@ def test_unreadable_original_files_fall_back_to_the_subset_key(fresh_cache, tmp_
     with pytest.warns(nni.DataWarning):   # the second call finds that checkpoint
         _, again = nni.load_model("fcnn1", "smoke", progress=False, train=False)
     assert again["key"] == card["key"]
+
+
+def test_training_that_cannot_fit_raises_before_it_starts(fresh_cache, monkeypatch):
+    """Where even the lower bound on training memory exceeds the machine's limit
+    (Binder's 2 GB for DINOv3-Base), a clear MemoryError comes first, no checkpoint."""
+    monkeypatch.setattr(zoo, "memory_limit", lambda: 2 ** 20)
+    monkeypatch.setattr(zoo, "train_model", lambda *a, **k: pytest.fail("training started"))
+    with pytest.raises(MemoryError, match=r"training fcnn2 \('smoke' profile\) needs at least "
+                                          r".*nninvert train fcnn2 --profile smoke"):
+        _load()
+    assert not list(fresh_cache.rglob("*.pt"))
+
+
+def test_training_within_the_limit_goes_ahead(fresh_cache, monkeypatch):
+    monkeypatch.setattr(zoo, "memory_limit", lambda: 2 ** 50)
+    _, card = _load()
+    assert zoo.checkpoint_path("fcnn2", card["key"]).is_file()

@@ -1,0 +1,43 @@
+"""Training helpers: evaluation without autograd, the training-memory bound, the limit."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+import nninvert_lib as nni
+from nninvert_lib import training
+from nninvert_lib.data import MnistData
+
+
+def _data(n: int = 40) -> MnistData:
+    gen = torch.Generator().manual_seed(0)
+    return MnistData(torch.rand(n, 1, 28, 28, generator=gen),
+                     torch.randint(0, 10, (n,), generator=gen), "val", "synthetic", "test")
+
+
+def test_evaluate_keeps_no_graph_and_restores_the_mode():
+    model = nni.make_fcnn([784, 32, 10]).train()
+    seen = []
+    model.register_forward_hook(lambda m, i, out: seen.append(out.requires_grad))
+    acc = training.evaluate(model, _data(), batch_size=16)
+    assert 0.0 <= acc <= 1.0 and seen == [False, False, False]
+    assert model.training
+
+
+def test_memory_needed_counts_gradients_states_and_ema(monkeypatch):
+    monkeypatch.setattr(training, "_resident_bytes", lambda: 1000)
+    model = nn.Linear(100, 10)                       # 1,010 float32 parameters
+    model.bias.requires_grad_(False)                 # 1,000 trainable
+    adamw = nni.train_config("vit_tiny", "smoke").replace(optimizer="adamw", ema=True)
+    assert training.memory_needed(model, adamw) == 1000 + 4 * 1000 * 3 + 4 * 1010
+    sgd = adamw.replace(optimizer="sgd", momentum=0.9, ema=False)
+    assert training.memory_needed(model, sgd) == 1000 + 4 * 1000 * 2
+    plain = sgd.replace(momentum=0.0)
+    assert training.memory_needed(model, plain) == 1000 + 4 * 1000
+
+
+def test_memory_limit_and_resident_memory_are_plausible():
+    limit = training.memory_limit()
+    assert limit is None or 2 ** 27 < limit < 2 ** 60
+    rss = training._resident_bytes()
+    assert rss == 0 or 2 ** 20 < rss < (limit or 2 ** 60)
