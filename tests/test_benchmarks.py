@@ -135,3 +135,12 @@ def test_jacobian_condition_is_that_of_the_activation_pattern():
         sv = torch.linalg.svdvals(d2[:, None] * w2 @ (d1[:, None] * w1)).detach()
         assert math.isclose(float(k), float(sv[0] / sv[-1]), rel_tol=1e-9)
     assert next(net.parameters()).dtype == torch.float32   # the network is not converted
+
+
+def test_training_memory_bound_is_below_the_measured_peak():
+    """``notebook_memory.py --training``: a model trained from an empty cache in a fresh
+    process; the bound that ``load_model`` checks does not exceed the real peak."""
+    row = bench_module("notebook_memory").measure_training("fcnn1", "smoke", timeout=600)
+    assert row["ok"], row.get("error")
+    assert 100 < row["bound_mb"] <= row["peak_mb"]
+    assert 0.0 <= row["val_accuracy"] <= 1.0
