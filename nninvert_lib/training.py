@@ -42,17 +42,15 @@ class TrainReport:
 @torch.no_grad()
 def evaluate(model: nn.Module, data: MnistData, max_samples: int | None = None,
              batch_size: int = 500, device: str | torch.device = "cpu") -> float:
-    """Top-1 accuracy (0–1) of ``model`` on the first ``max_samples`` images of ``data``
-    (without gradients: no autograd graph is kept for the batches)."""
+    """Top-1 accuracy (0–1) of ``model`` on the first ``max_samples`` images of ``data``."""
     n = len(data) if max_samples is None else min(max_samples, len(data))
     was_training = model.training
     model.eval()
     correct = 0
-    with torch.no_grad():
-        for start in range(0, n, batch_size):
-            x = data.images[start:min(start + batch_size, n)].to(device)
-            y = data.labels[start:min(start + batch_size, n)].to(device)
-            correct += (model(x).argmax(dim=1) == y).sum().item()
+    for start in range(0, n, batch_size):
+        x = data.images[start:min(start + batch_size, n)].to(device)
+        y = data.labels[start:min(start + batch_size, n)].to(device)
+        correct += (model(x).argmax(dim=1) == y).sum().item()
     model.train(was_training)
     return correct / max(n, 1)
 

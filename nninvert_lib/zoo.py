@@ -199,7 +199,8 @@ def _check_memory(name: str, profile: str, model: nn.Module, config: TrainConfig
         return
     raise MemoryError(
         f"training {name} ({profile!r} profile) needs at least {need / 2**30:.1f} GiB "
-        f"(this process's memory now, plus gradients, optimizer state and the EMA copy of "
+        f"(this process's memory now, plus gradients, optimizer state"
+        f"{' and the EMA copy' if config.ema else ''} of "
         f"{sum(p.numel() for p in model.parameters()) / 1e6:.0f}M parameters) but this "
         f"machine allows {limit / 2**30:.1f} GiB. Train it on a machine with more memory "
         f"(`nninvert train {name} --profile {profile}`) and copy {paths.models_dir()} here, "
