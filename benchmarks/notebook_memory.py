@@ -46,20 +46,31 @@ print("PEAK_KB", resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
 def measure(path: Path, profile: str, timeout: float) -> dict:
     """Run one notebook in a child process; its kernel's peak RSS (MB) and wall seconds."""
     with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / path.name
-        env = {**os.environ, "NNINVERT_PROFILE": profile}
-        t0 = time.perf_counter()
-        proc = subprocess.run([sys.executable, "-c", CHILD, str(path), str(out), profile,
-                               str(path.parent)], capture_output=True, text=True, env=env,
-                              timeout=timeout)
-        seconds = time.perf_counter() - t0
+        proc, seconds = _run_child(CHILD, [str(path), str(Path(tmp) / path.name), profile,
+                                           str(path.parent)], {"NNINVERT_PROFILE": profile},
+                                   timeout)
     peak = [line.split()[1] for line in proc.stdout.splitlines() if line.startswith("PEAK_KB")]
-    row = {"notebook": str(path.relative_to(ROOT)), "seconds": round(seconds, 1),
+    row = {"notebook": str(path.relative_to(ROOT)), "seconds": seconds,
            "peak_rss_mb": round(int(peak[0]) / 1024, 1) if peak else None,
            "ok": proc.returncode == 0}
     if proc.returncode != 0:
-        row["error"] = proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "failed"
+        row["error"] = _last_error(proc) or "failed"
     return row
+
+
+def _run_child(code: str, args: list[str], env: dict[str, str], timeout: float
+               ) -> tuple[subprocess.CompletedProcess, float]:
+    """Run ``python -c code *args`` with ``env`` added to ours; the finished process and
+    its wall seconds (rounded to 0.1)."""
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
+                          env={**os.environ, **env}, timeout=timeout)
+    return proc, round(time.perf_counter() - t0, 1)
+
+
+def _last_error(proc: subprocess.CompletedProcess) -> str | None:
+    """The last line a child wrote to stderr (its exception), or None."""
+    return proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else None
 
 
 TRAIN_CHILD = """
@@ -79,19 +90,15 @@ def measure_training(name: str, profile: str, timeout: float) -> dict:
     """Train ``name`` in a child process with an empty cache: its peak RSS (MB, ``ru_maxrss``),
     the bound of ``memory_needed`` (MB) and the wall seconds."""
     with tempfile.TemporaryDirectory() as tmp:
-        env = {**os.environ, "NNINVERT_CACHE": tmp}
-        t0 = time.perf_counter()
-        proc = subprocess.run([sys.executable, "-c", TRAIN_CHILD, name, profile],
-                              capture_output=True, text=True, env=env, timeout=timeout)
-        seconds = time.perf_counter() - t0
+        proc, seconds = _run_child(TRAIN_CHILD, [name, profile], {"NNINVERT_CACHE": tmp}, timeout)
     found = [line.split(" ", 1)[1] for line in proc.stdout.splitlines()
              if line.startswith("RESULT ")]
-    row = {"model": name, "seconds": round(seconds, 1), "ok": proc.returncode == 0 and bool(found)}
+    row = {"model": name, "seconds": seconds, "ok": proc.returncode == 0 and bool(found)}
     if found:
         row.update({k: round(v, 3 if k == "val_accuracy" else 1)
                     for k, v in json.loads(found[0]).items()})
-    elif proc.stderr.strip():
-        row["error"] = proc.stderr.strip().splitlines()[-1]
+    elif _last_error(proc):
+        row["error"] = _last_error(proc)
     return row
 
 
