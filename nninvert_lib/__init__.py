@@ -7,7 +7,7 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 from .data import MnistData, load_mnist
-from .errors import CheckpointWarning, DataWarning, InversionError
+from .errors import CheckpointWarning, DataWarning, InsufficientMemoryError, InversionError
 from .models import DISPLAY_NAMES, MODEL_NAMES, PAPER_ACCURACY, build_model, make_fcnn, make_vit
 from . import comparison, measures, prior
 from .alignment import align_to_head, backbone_alignment, head_directions
@@ -27,16 +27,16 @@ from .profiles import PROFILES, TrainConfig, train_config
 from .result import InversionResult, check_target, target_distribution, verify
 from .reporting import accuracy_table
 from .training import evaluate, train_model
-from .zoo import cached_cards, load_model
+from .zoo import LoadedModels, cached_cards, load_model, load_models
 
 __all__ = [
     "__version__",
-    "InversionError", "DataWarning", "CheckpointWarning",
+    "InversionError", "DataWarning", "CheckpointWarning", "InsufficientMemoryError",
     "MnistData", "load_mnist",
     "MODEL_NAMES", "DISPLAY_NAMES", "PAPER_ACCURACY", "build_model", "make_fcnn", "make_vit",
     "PROFILES", "TrainConfig", "train_config",
     "evaluate", "train_model",
-    "load_model", "cached_cards",
+    "load_model", "load_models", "LoadedModels", "cached_cards",
     "accuracy_table", "image_grid",
     "InversionResult", "target_distribution", "check_target", "verify",
     "prior", "measures", "comparison", "max_class_image", "percentile_average_image", "gradient_image",

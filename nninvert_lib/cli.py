@@ -36,6 +36,7 @@ def _accuracy_row(card: dict) -> str:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    from .errors import InsufficientMemoryError
     from .zoo import load_model
 
     names = list(MODEL_NAMES) if "all" in args.names else args.names
@@ -56,10 +57,20 @@ def _cmd_train(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     if args.jobs > 1 and len(names) > 1:
         return _train_in_parallel(names, args)
+    unfit = []
     for name in names:
-        _, card = load_model(name, profile=args.profile, device=args.device, force=args.force,
-                             progress=not args.no_progress, data_root=args.data_root)
+        try:
+            _, card = load_model(name, profile=args.profile, device=args.device,
+                                 force=args.force, progress=not args.no_progress,
+                                 data_root=args.data_root)
+        except InsufficientMemoryError as exc:   # the others may still fit: go on
+            print(f"{name}: {exc}", file=sys.stderr, flush=True)
+            unfit.append(name)
+            continue
         print(_accuracy_row(card), flush=True)
+    if unfit:
+        print(f"not trained (memory): {', '.join(unfit)}", file=sys.stderr)
+        return 1
     return 0
 
 

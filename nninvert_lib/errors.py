@@ -16,3 +16,8 @@ class DataWarning(UserWarning):
 
 class CheckpointWarning(UserWarning):
     """A cached checkpoint could not be used and the model is being retrained."""
+
+
+class InsufficientMemoryError(MemoryError):
+    """A model would have to be trained here, and this machine's memory cannot hold the
+    training (raised by :func:`~nninvert_lib.load_model` before training starts)."""

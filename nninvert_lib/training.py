@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import sys
 import time
 from dataclasses import dataclass, field
@@ -80,10 +81,41 @@ def _resident_bytes() -> int:
         return 0
 
 
+#: environment variable that sets :func:`memory_limit` by hand ("2G", "1500M" or bytes)
+MEMORY_LIMIT_ENV = "NNINVERT_MEMORY_LIMIT"
+_UNITS = {"": 1, "K": 2 ** 10, "M": 2 ** 20, "G": 2 ** 30, "T": 2 ** 40}
+
+
+def parse_bytes(text: str) -> int:
+    """``"2G"``, ``"1500M"``, ``"2GiB"``, ``"2 GB"`` or ``"2147483648"`` in bytes (powers of 1024).
+
+    Raises:
+        ValueError: not a positive size (the message shows the accepted forms).
+    """
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(?:I?B)?\s*", text.upper())
+    if m is None or float(m.group(1)) <= 0:
+        raise ValueError(f"a memory size must look like '2G', '1500M' or a number of bytes, "
+                         f"got {text!r}")
+    return int(float(m.group(1)) * _UNITS[m.group(2)])
+
+
 def memory_limit() -> int | None:
     """The memory this process may use, in bytes: the smallest of the cgroup limit
     (v2 ``memory.max`` or v1 ``memory.limit_in_bytes``, as set by Binder's and
-    other containers) and the physical memory; ``None`` where none is readable."""
+    other containers) and the physical memory; ``None`` where none is readable.
+
+    ``$NNINVERT_MEMORY_LIMIT`` (``"2G"``, ``"1500M"`` or bytes), when set, replaces
+    them: to try what a smaller machine (Binder's 2 GB) would do.
+
+    Raises:
+        ValueError: ``$NNINVERT_MEMORY_LIMIT`` is not a size.
+    """
+    env = os.environ.get(MEMORY_LIMIT_ENV, "").strip()
+    if env:
+        try:
+            return parse_bytes(env)
+        except ValueError as exc:
+            raise ValueError(f"${MEMORY_LIMIT_ENV}: {exc}") from None
     limits = []
     for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
         try:

@@ -7,7 +7,9 @@ trains a new model instead of loading a stale one, and two profiles with the
 same recipe (the FCNNs under ``paper`` and ``quick``) share one checkpoint. Checkpoints are read with
 ``torch.load(weights_only=True)``; a corrupted, truncated or mismatched file
 is reported with a :class:`~nninvert_lib.errors.CheckpointWarning` and the
-model is retrained, never a traceback.
+model is retrained, never a traceback. A model whose training cannot fit in this
+machine's memory is refused before training starts; :func:`load_models` loads
+several and leaves such a model out, with the reason.
 """
 from __future__ import annotations
 
@@ -17,6 +19,8 @@ import json
 import os
 import platform
 import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -25,8 +29,8 @@ from torch import nn
 
 from . import paths
 from .data import original_files_present, MnistData, load_mnist
-from .errors import CheckpointWarning
-from .models import FCNN_WIDTHS, MODEL_NAMES, PAPER_ACCURACY, VIT_ARCHS, build_model
+from .errors import CheckpointWarning, InsufficientMemoryError
+from .models import DISPLAY_NAMES, FCNN_WIDTHS, MODEL_NAMES, PAPER_ACCURACY, VIT_ARCHS, build_model
 from .profiles import TrainConfig, train_config
 from .training import memory_limit, memory_needed, train_model
 
@@ -118,10 +122,12 @@ def load_model(name: str, profile: str = "quick", device: str | torch.device = "
     Raises:
         ValueError: unknown name or profile.
         FileNotFoundError: ``train=False`` and no valid checkpoint is cached.
-        MemoryError: the model would have to be trained on the CPU and even the
-            lower bound of :func:`~.training.memory_needed` exceeds the machine's
-            memory (:func:`~.training.memory_limit`; DINOv3-Base on Binder's 2 GB):
-            raised before training starts.
+        InsufficientMemoryError: (a ``MemoryError``) the model would have to be
+            trained on the CPU and even the lower bound of
+            :func:`~.training.memory_needed` exceeds the machine's memory
+            (:func:`~.training.memory_limit`; DINOv3-Base on Binder's 2 GB):
+            raised before training starts. :func:`load_models` skips such a
+            model instead.
     """
     if name not in MODEL_NAMES:
         raise ValueError(f"model must be one of {MODEL_NAMES}, got {name!r}")
@@ -191,13 +197,14 @@ def _train_and_save(name: str, profile: str, config: TrainConfig, key: str, path
 
 
 def _check_memory(name: str, profile: str, model: nn.Module, config: TrainConfig) -> None:
-    """Raise ``MemoryError`` before training when even :func:`~.training.memory_needed`'s
-    lower bound exceeds :func:`~.training.memory_limit` (on Binder's 2 GB, DINOv3-Base
-    would otherwise train for minutes and then have its process killed)."""
+    """Raise :class:`~.errors.InsufficientMemoryError` before training when even
+    :func:`~.training.memory_needed`'s lower bound exceeds
+    :func:`~.training.memory_limit` (on Binder's 2 GB, DINOv3-Base would otherwise
+    train for minutes and then have its process killed)."""
     need, limit = memory_needed(model, config), memory_limit()
     if limit is None or need <= limit:
         return
-    raise MemoryError(
+    raise InsufficientMemoryError(
         f"training {name} ({profile!r} profile) needs at least {need / 2**30:.1f} GiB "
         f"(this process's memory now, plus gradients, optimizer state"
         f"{' and the EMA copy' if config.ema else ''} of "
@@ -205,6 +212,70 @@ def _check_memory(name: str, profile: str, model: nn.Module, config: TrainConfig
         f"machine allows {limit / 2**30:.1f} GiB. Train it on a machine with more memory "
         f"(`nninvert train {name} --profile {profile}`) and copy {paths.models_dir()} here, "
         f"or use a smaller profile.")
+
+
+@dataclass
+class LoadedModels:
+    """What :func:`load_models` loaded, and what it left out.
+
+    Attributes:
+        models: name -> trained model (eval mode), in the order asked for.
+        cards: name -> model card (see :func:`load_model`).
+        skipped: name -> why the model is left out (the message of the
+            :class:`~.errors.InsufficientMemoryError`: this machine cannot train it).
+    """
+
+    models: dict[str, nn.Module] = field(default_factory=dict)
+    cards: dict[str, dict] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.models
+
+    def skip_note(self, name: str) -> str:
+        """One paragraph for a reader: why ``name`` is missing here, or ``""``."""
+        if name not in self.skipped:
+            return ""
+        return (f"{DISPLAY_NAMES[name]} is left out on this machine, so the cells that use it "
+                f"show nothing: {self.skipped[name]} The published book shows its results.")
+
+
+def load_models(names: Sequence[str] = MODEL_NAMES, profile: str = "quick", *,
+                device: str | torch.device = "cpu", progress: bool = False,
+                skip_unfit: bool = True) -> LoadedModels:
+    """Several models by :func:`load_model`, leaving out those this machine cannot train.
+
+    On a machine with little memory (Binder's 2 GB) a model that is not cached
+    and whose training would not fit (DINOv3-Base) is reported with a
+    ``UserWarning`` and recorded in ``skipped``, so that a notebook can go on with
+    the other models instead of stopping.
+
+    Args:
+        names: model names (see :data:`~.models.MODEL_NAMES`).
+        profile, device, progress: as for :func:`load_model`.
+        skip_unfit: False: raise the :class:`~.errors.InsufficientMemoryError` instead.
+
+    Returns:
+        :class:`LoadedModels`.
+
+    Raises:
+        ValueError: unknown name or profile (before anything is loaded).
+    """
+    unknown = [n for n in names if n not in MODEL_NAMES]
+    if unknown:
+        raise ValueError(f"models must be among {MODEL_NAMES}, got {unknown}")
+    train_config(names[0] if names else MODEL_NAMES[0], profile)  # checks the profile
+    out = LoadedModels()
+    for name in names:
+        try:
+            out.models[name], out.cards[name] = load_model(name, profile, device=device,
+                                                           progress=progress)
+        except InsufficientMemoryError as exc:
+            if not skip_unfit:
+                raise
+            out.skipped[name] = str(exc)
+            warnings.warn(f"{name} left out: {exc}", UserWarning, stacklevel=2)
+    return out
 
 
 def cached_cards(profile: str | None = None) -> list[dict]:

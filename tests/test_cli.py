@@ -36,6 +36,24 @@ def test_train_smoke_then_list_models(fresh_cache, capsys):
     assert '"val_accuracy"' in capsys.readouterr().out
 
 
+def test_train_goes_on_past_a_model_memory_cannot_hold(fresh_cache, capsys, monkeypatch):
+    """With a limit that fits FCNN-1's training but not DINOv3-Base's: FCNN-1 is trained,
+    DINOv3-Base is refused with the reason, and the exit status says not all were."""
+    from nninvert_lib import zoo
+
+    # the parameters' share of the bound only, so that the test does not hang on this
+    # process's memory: 16 bytes per parameter (weights, gradients, AdamW's two states)
+    monkeypatch.setattr(zoo, "memory_needed",
+                        lambda model, config: 16 * sum(p.numel() for p in model.parameters()))
+    monkeypatch.setenv("NNINVERT_MEMORY_LIMIT", "1G")
+    assert cli.main(["train", "dinov3_base", "fcnn1", "--profile", "smoke",
+                     "--no-progress"]) == 1
+    out, err = capsys.readouterr()
+    assert "FCNN-1" in out and "DINOv3" not in out
+    assert "dinov3_base: training dinov3_base ('smoke' profile) needs at least" in err
+    assert "not trained (memory): dinov3_base" in err
+
+
 @pytest.mark.slow
 def test_train_in_parallel_processes_caches_every_model(fresh_cache, capsys):
     assert cli.main(["train", "fcnn1", "fcnn2", "--profile", "smoke", "--jobs", "2"]) == 0

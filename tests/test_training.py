@@ -1,6 +1,7 @@
 """Training helpers: evaluation without autograd, the training-memory bound, the limit."""
 from __future__ import annotations
 
+import pytest
 import torch
 from torch import nn
 
@@ -41,3 +42,24 @@ def test_memory_limit_and_resident_memory_are_plausible():
     assert limit is None or 2 ** 27 < limit < 2 ** 60
     rss = training._resident_bytes()
     assert rss == 0 or 2 ** 20 < rss < (limit or 2 ** 60)
+
+
+@pytest.mark.parametrize("text, size", [("2G", 2 ** 31), ("1500M", 1500 * 2 ** 20),
+                                        ("2GiB", 2 ** 31), ("2 GB", 2 ** 31), ("1.5g", 3 * 2 ** 29),
+                                        ("4096", 4096), ("64K", 2 ** 16)])
+def test_parse_bytes(text, size):
+    assert training.parse_bytes(text) == size
+
+
+@pytest.mark.parametrize("text", ["", "abc", "-1G", "0", "2X", "G"])
+def test_parse_bytes_refuses_what_is_not_a_size(text):
+    with pytest.raises(ValueError, match="must look like '2G'"):
+        training.parse_bytes(text)
+
+
+def test_memory_limit_follows_the_environment(monkeypatch):
+    monkeypatch.setenv("NNINVERT_MEMORY_LIMIT", "1.5G")
+    assert training.memory_limit() == 3 * 2 ** 29
+    monkeypatch.setenv("NNINVERT_MEMORY_LIMIT", "lots")
+    with pytest.raises(ValueError, match=r"\$NNINVERT_MEMORY_LIMIT: .*'lots'"):
+        training.memory_limit()

@@ -156,3 +156,34 @@ def test_training_within_the_limit_goes_ahead(fresh_cache, monkeypatch):
     monkeypatch.setattr(zoo, "memory_limit", lambda: 2 ** 50)
     _, card = _load()
     assert zoo.checkpoint_path("fcnn2", card["key"]).is_file()
+
+
+def test_load_models_leaves_out_what_cannot_be_trained(fresh_cache, monkeypatch):
+    """A model this machine cannot train is skipped with its reason and a warning; the
+    others load; ``skip_unfit=False`` raises the InsufficientMemoryError instead."""
+    real = zoo.load_model
+
+    def load(name, profile, **kw):
+        if name == "fcnn2":
+            return real(name, profile, config=TINY, **kw)
+        raise nni.InsufficientMemoryError(f"training {name} needs at least 9 GiB")
+
+    monkeypatch.setattr(zoo, "load_model", load)
+    with pytest.warns(UserWarning, match="fcnn6 left out: training fcnn6 needs at least 9 GiB"):
+        loaded = nni.load_models(["fcnn2", "fcnn6"], "smoke")
+    assert list(loaded.models) == list(loaded.cards) == ["fcnn2"]
+    assert "fcnn2" in loaded and "fcnn6" not in loaded
+    assert loaded.skipped == {"fcnn6": "training fcnn6 needs at least 9 GiB"}
+    assert loaded.skip_note("fcnn2") == ""
+    assert loaded.skip_note("fcnn6").startswith("FCNN-6 is left out on this machine")
+    with pytest.raises(MemoryError, match="needs at least 9 GiB"):
+        nni.load_models(["fcnn6"], "smoke", skip_unfit=False)
+
+
+@pytest.mark.parametrize("names, profile, match", [(["fcnn2", "resnet"], "smoke", "resnet"),
+                                                   (["fcnn2"], "huge", "huge")])
+def test_load_models_checks_names_and_profile_first(fresh_cache, monkeypatch, names, profile,
+                                                    match):
+    monkeypatch.setattr(zoo, "load_model", lambda *a, **k: pytest.fail("loading started"))
+    with pytest.raises(ValueError, match=match):
+        nni.load_models(names, profile)
