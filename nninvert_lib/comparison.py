@@ -52,7 +52,7 @@ from tqdm.auto import tqdm
 from . import measures, paths
 from .backward import back_pass_inv
 from .data import load_mnist
-from .errors import InversionError
+from .errors import InsufficientMemoryError, InversionError
 from .forward import DEFAULT_CHORD, DEFAULT_RESTARTS, forward_pass_inv, levenberg_marquardt
 from .generalized import generalized_inv
 from .models import DISPLAY_NAMES, MODEL_NAMES
@@ -464,7 +464,8 @@ def figure3(profile: str = "quick", settings: Figure3Settings | None = None, *,
             tests; such a run is never cached). Without it the models are
             loaded one at a time and released after their runs, so that the
             peak memory is that of the largest model, not of all five.
-        cache: read and write ``<cache>/figure3/<key>/``.
+        cache: read and write ``<cache>/figure3/<key>/`` (a run that left a model
+            out is not written).
         progress: show a progress bar over the runs.
 
     Returns:
@@ -473,7 +474,10 @@ def figure3(profile: str = "quick", settings: Figure3Settings | None = None, *,
     Raises:
         InversionError: invalid settings. A method that fails on a model (an
             :class:`InversionError` from its checks) is recorded in
-            ``meta["failures"]``, not raised; its rows are absent.
+            ``meta["failures"]``, not raised; its rows are absent. So is a model
+            this machine cannot train (an :class:`~.errors.InsufficientMemoryError`,
+            DINOv3-Base on Binder's 2 GB): ``meta["skipped"]`` names it with the
+            reason, its rows are absent and the run is not cached.
     """
     settings = settings or figure3_settings(profile)
     _check_settings(settings)
@@ -517,7 +521,10 @@ def figure3(profile: str = "quick", settings: Figure3Settings | None = None, *,
     offset = 0
     bar = tqdm(runs, desc="Figure 3", disable=not progress)
     current: tuple[str | None, nn.Module | None] = (None, None)
+    skipped: dict[str, str] = {}
     for name, method in bar:
+        if name in skipped:
+            continue
         bar.set_postfix_str(f"{name or 'mnist'}: {method}")
         t0 = time.perf_counter()
         if method == "training":
@@ -531,7 +538,11 @@ def figure3(profile: str = "quick", settings: Figure3Settings | None = None, *,
             if current[0] != name:
                 current = (None, None)  # release the previous model before loading the next
                 probs_cache.clear()
-                current = (name, get_model(name))
+                try:
+                    current = (name, get_model(name))
+                except InsufficientMemoryError as exc:
+                    skipped[name] = str(exc)
+                    continue
             model = current[1]
             train_probs = None
             if method in ("prior_max_class", "prior_percentile"):
@@ -574,15 +585,17 @@ def figure3(profile: str = "quick", settings: Figure3Settings | None = None, *,
     current, model, res = (None, None), None, None  # only the next loader's model is held now
     table = pd.concat(tables, ignore_index=True)
     images = torch.cat(image_parts)
-    table["agreement"] = _agreement(table, images, names, get_model)
+    table["agreement"] = _agreement(table, images, [n for n in names if n not in skipped],
+                                    get_model)
     meta = {"settings": settings.to_dict(), "data_source": train.source,
             "cards": {k: {f: c.get(f) for f in ("val_accuracy", "profile", "key")}
                       for k, c in cards.items()},
             "randomness_reference": vars(reference),
             "reference_distance_median": float(ref_dist.median()),
-            "seconds": seconds, "failures": failures, "key": key, "from_cache": False}
+            "seconds": seconds, "failures": failures, "skipped": skipped, "key": key,
+            "from_cache": False}
     result = Figure3(table, images, meta)
-    if cache and not given:
+    if cache and not given and not skipped:
         _save(result, folder)
     return result
 

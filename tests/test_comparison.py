@@ -158,3 +158,32 @@ def test_methods_source_hash_ignores_docstrings_but_not_code(monkeypatch):
     code = real(softmax) + "\nEXTRA_CONSTANT = 1\n"
     monkeypatch.setattr(f3.inspect, "getsource", edited(code))
     assert f3._methods_source() != key
+
+
+def test_a_model_that_cannot_be_trained_is_left_out_and_not_cached(monkeypatch):
+    """Figure 3 on a machine that cannot train DINOv3-Base: its rows are absent, the
+    reason is in meta["skipped"], and the partial run is not written to the cache."""
+    from nninvert_lib.errors import InsufficientMemoryError
+
+    real = f3.load_model
+
+    def load(name, *args, **kw):
+        if name == "dinov3_base":
+            raise InsufficientMemoryError("training dinov3_base needs at least 2.7 GiB")
+        return real(name, *args, **kw)
+
+    key, tag = f3._cache_key, uuid.uuid4().hex[:8]
+    monkeypatch.setattr(f3, "_cache_key", lambda *args: f"test-{tag}-" + key(*args))
+    monkeypatch.setattr(f3, "load_model", load)
+    monkeypatch.setattr(f3, "_save", lambda *a: pytest.fail("a partial run was cached"))
+    settings = f3.figure3_settings("smoke", classes=(0,),
+                                   methods={"fcnn1": ("back_pass_inv",),
+                                            "dinov3_base": ("forward_pass_inv",)})
+    fig = f3.figure3("smoke", settings, progress=False)
+    assert fig.meta["skipped"] == {"dinov3_base": "training dinov3_base needs at least 2.7 GiB"}
+    assert not fig.meta["failures"]
+    assert len(fig.rows("fcnn1", "back_pass_inv")) == 2 and fig.rows("dinov3_base",
+                                                                     "forward_pass_inv").empty
+    assert fig.table["agreement"].dropna().between(0, 1).all()
+    claims = fig.claims()
+    assert claims["holds"].iloc[2] is None  # DINOv3 against ViT-tiny: cannot be told
