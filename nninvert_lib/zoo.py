@@ -31,7 +31,7 @@ from . import paths
 from .data import original_files_present, MnistData, load_mnist
 from .errors import CheckpointWarning, InsufficientMemoryError
 from .models import DISPLAY_NAMES, FCNN_WIDTHS, MODEL_NAMES, PAPER_ACCURACY, VIT_ARCHS, build_model
-from .profiles import TrainConfig, train_config
+from .profiles import PROFILES, TrainConfig, train_config
 from .training import memory_limit, memory_needed, train_model
 
 CHECKPOINT_FORMAT = 1
@@ -264,7 +264,8 @@ def load_models(names: Sequence[str] = MODEL_NAMES, profile: str = "quick", *,
     unknown = [n for n in names if n not in MODEL_NAMES]
     if unknown:
         raise ValueError(f"models must be among {MODEL_NAMES}, got {unknown}")
-    train_config(names[0] if names else MODEL_NAMES[0], profile)  # checks the profile
+    if profile not in PROFILES:
+        raise ValueError(f"profile must be one of {PROFILES}, got {profile!r}")
     out = LoadedModels()
     for name in names:
         try:
