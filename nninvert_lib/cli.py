@@ -252,13 +252,14 @@ def _cmd_figure3(args: argparse.Namespace) -> int:
                    cache=not args.no_cache, progress=not args.no_progress)
     print(f"{len(fig3.table)} images ({'from the cache' if fig3.meta['from_cache'] else 'computed'}"
           f"; data: {fig3.meta['data_source']})")
+    for name, why in fig3.meta.get("skipped", {}).items():
+        print(f"{name} left out: {why}")
     with pd.option_context("display.width", 200, "display.max_columns", 20,
                            "display.max_colwidth", 120):
         print(fig3.summary(verified_only=True).round(3).to_string(index=False))
         print()
         for _, c in fig3.claims().iterrows():
-            verdict = {True: "holds", False: "does not hold", None: "cannot be told"}[c["holds"]]
-            print(f"- {c['claim']}: {verdict}\n    {c['measured']}\n    ({c['note']})")
+            print(f"- {c['claim']}: {c['verdict']}\n    {c['measured']}\n    ({c['note']})")
     if args.csv:
         fig3.table.to_csv(args.csv, index=False)
         print(f"saved the table ({len(fig3.table)} rows) to {args.csv}")

@@ -268,8 +268,10 @@ class Figure3:
 
         Returns:
             DataFrame with ``claim``, ``measured`` (the numbers compared, in
-            words), ``holds`` (True/False, or None when it cannot be told) and
-            ``note``.
+            words), ``holds`` (True/False, or None when it cannot be told),
+            ``verdict`` (the same in words: "holds", "does not hold", "cannot be
+            told"; ``DataFrame.iterrows`` turns a ``None`` into NaN, this column
+            stays readable) and ``note``.
         """
         t = self.table
         rows = []
@@ -321,7 +323,13 @@ class Figure3:
                      "measured": f"DINOv3-Base {v_dino:.3f}, ViT-tiny {v_vit:.3f}",
                      "holds": holds,
                      "note": f"median random-likeness of ForwardPassInv's {basis}"})
-        return pd.DataFrame(rows)
+        for row in rows:
+            row["verdict"] = VERDICTS[row["holds"]]
+        return pd.DataFrame(rows)[["claim", "measured", "holds", "verdict", "note"]]
+
+
+#: a claim's ``holds`` in words
+VERDICTS = {True: "holds", False: "does not hold", None: "cannot be told"}
 
 
 # ----------------------------------------------------------------------------- running

@@ -190,3 +190,25 @@ def test_figure3_smoke_prints_claims_and_saves_table_and_grid(tmp_path, capsys):
     table = pd.read_csv(csv)
     assert {"model", "method", "class", "sample", "nearest_distance"} <= set(table.columns)
     assert png.stat().st_size > 10_000
+
+
+def test_figure3_prints_skipped_models_and_undecided_claims(monkeypatch, capsys):
+    """A model left out (no memory to train it) is named, and a claim that cannot be
+    told is printed as such (``iterrows`` turns its ``None`` into NaN)."""
+    import pandas as pd
+    import torch
+
+    from nninvert_lib import comparison
+
+    columns = ["model", "method", "class", "sample", "image", "verified", "nearest_distance",
+               "random_likeness"]
+    meta = {"from_cache": False, "data_source": "mnist",
+            "skipped": {"dinov3_base": "training dinov3_base needs at least 2.7 GiB"}}
+    empty = comparison.Figure3(pd.DataFrame(columns=columns), torch.zeros(0, 1, 28, 28), meta)
+    monkeypatch.setattr(comparison.Figure3, "summary", lambda self, verified_only=True:
+                        pd.DataFrame({"model": [], "method": []}))
+    monkeypatch.setattr(comparison, "figure3", lambda *a, **k: empty)
+    assert cli.main(["figure3", "--profile", "smoke", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "dinov3_base left out: training dinov3_base needs at least 2.7 GiB" in out
+    assert out.count(": cannot be told") == 3

@@ -111,6 +111,9 @@ def test_claims_judge_known_tables():
     c = _figure(entries, [0.0, 0.2, 0.5, 0.9, 0.6, 0.4],
                 verified=[True, False, True, True, True, True]).claims()
     assert c["holds"].iloc[0] is None and c["holds"].iloc[1] is None
+    # in words, and still readable row by row (iterrows turns None into NaN)
+    assert [row["verdict"] for _, row in c.iterrows()] == ["cannot be told", "cannot be told",
+                                                          "does not hold"]
 
 
 @pytest.mark.parametrize("changes,match", [
