@@ -64,7 +64,9 @@ def test_summary_claims_and_plot_of_the_smoke_run(smoke):
     summary = smoke.summary()
     assert len(summary) == smoke.table.groupby(["model", "method"]).ngroups
     claims = smoke.claims()
-    assert len(claims) == 3 and set(claims.columns) == {"claim", "measured", "holds", "note"}
+    assert len(claims) == 3 and list(claims.columns) == ["claim", "measured", "holds", "verdict",
+                                                         "note"]
+    assert [f3.VERDICTS[h] for h in claims["holds"]] == claims["verdict"].tolist()
     fig = f3.plot_figure3(smoke)
     assert len(fig.axes) == len(f3.PAPER_ROWS) * 3
     assert fig.axes[0].get_ylabel() == "train-data"
