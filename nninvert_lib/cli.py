@@ -22,6 +22,7 @@ import warnings
 
 from .assignments import add_subcommands as add_assignment_subcommands
 from .data import load_mnist
+from .errors import InsufficientMemoryError
 from .models import DISPLAY_NAMES, MODEL_NAMES, PAPER_ACCURACY
 from .profiles import PROFILES
 
@@ -36,7 +37,6 @@ def _accuracy_row(card: dict) -> str:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from .errors import InsufficientMemoryError
     from .zoo import load_model
 
     names = list(MODEL_NAMES) if "all" in args.names else args.names
@@ -136,6 +136,14 @@ def _cmd_data(args: argparse.Namespace) -> int:
     return 0
 
 
+def _parent_made(path: str) -> str:
+    """``path`` after creating its parent folders (an output file of a command)."""
+    from pathlib import Path
+
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
 METHODS = ("back", "back-paper", "forward", "generalized")
 
 
@@ -163,9 +171,9 @@ def _cmd_invert(args: argparse.Namespace) -> int:
     if args.warm_start < 0:
         print(f"--warm-start must be >= 0, got {args.warm_start}", file=sys.stderr)
         return 2
+    target = target_distribution(args.classes, p=args.p)   # refuses bad classes and P first
     model, card = load_model(args.name, profile=args.profile, progress=not args.no_progress,
                              data_root=args.data_root)
-    target = target_distribution(args.classes, p=args.p)
     if args.method == "forward":
         method, options = forward_pass_inv, {"progress": not args.no_progress,
                                              "warm_start": args.warm_start}
@@ -184,13 +192,16 @@ def _cmd_invert(args: argparse.Namespace) -> int:
               f"{result.info['attempts_per_row']}")
     else:
         result = method(model, target, n_samples=args.n, seed=args.seed, **options)
-    classes = target.argmax(dim=1).repeat_interleave(len(result.converged) // len(target))
-    for c in args.classes:
+    # the class each target row was asked for (not its argmax: with P < 1/10 the
+    # requested class is the least likely one)
+    classes = torch.as_tensor(args.classes).repeat_interleave(len(result.converged) // len(target))
+    for c in dict.fromkeys(args.classes):
         ok = result.converged[classes == c]
         print(f"class {c}: {int(ok.sum())}/{len(ok)} verified (atol {result.info.get('atol', 1e-3)})")
     print(f"{DISPLAY_NAMES[args.name]} ({args.profile}), {args.method}: "
           f"{100 * result.success_rate:.1f}% verified")
     if args.out:
+        _parent_made(args.out)
         torch.save({"inputs": result.inputs, "probs": result.probs, "target": result.target,
                     "converged": result.converged, "classes": classes, "model": args.name,
                     "profile": args.profile, "method": args.method}, args.out)
@@ -201,7 +212,7 @@ def _cmd_invert(args: argparse.Namespace) -> int:
         fig = image_grid(result.inputs[:100], vmin=None, vmax=None,
                          titles=[f"{int(c)}{'' if ok else ' ✗'}" for c, ok in
                                  zip(classes[:100], result.converged[:100])])
-        fig.savefig(args.png, dpi=100)
+        fig.savefig(_parent_made(args.png), dpi=100)
         print(f"saved a grid of {min(100, len(result.inputs))} images to {args.png}")
     return 0
 
@@ -209,7 +220,6 @@ def _cmd_invert(args: argparse.Namespace) -> int:
 def _cmd_frontier(args: argparse.Namespace) -> int:
     import math
 
-    from .errors import InversionError
     from .frontier import peak_frontier
     from .zoo import load_model
 
@@ -221,14 +231,10 @@ def _cmd_frontier(args: argparse.Namespace) -> int:
         return 2
     model, _ = load_model(args.name, profile=args.profile, progress=not args.no_progress,
                           data_root=args.data_root)
-    try:
-        fr = peak_frontier(model, classes=args.classes, p_start=args.p_start, step=args.step,
-                           min_step=args.min_step, p_max=args.p_max, n_samples=args.n,
-                           seed=args.seed, warm_start=args.warm_start,
-                           start_tries=args.start_tries, progress=not args.no_progress)
-    except InversionError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    fr = peak_frontier(model, classes=args.classes, p_start=args.p_start, step=args.step,
+                       min_step=args.min_step, p_max=args.p_max, n_samples=args.n,
+                       seed=args.seed, warm_start=args.warm_start,
+                       start_tries=args.start_tries, progress=not args.no_progress)
     show = lambda v: "-" if math.isnan(v) else f"{v:.3f}"  # noqa: E731
     print(f"{DISPLAY_NAMES[args.name]} ({args.profile}), {fr.info['seconds']:.0f} s")
     print("class  highest verified p  stalled at  verified inputs")
@@ -236,7 +242,7 @@ def _cmd_frontier(args: argparse.Namespace) -> int:
         print(f"{row['class']:>5}  {show(row['highest']):>18}  {show(row['stalled_at']):>10}  "
               f"{row['verified']:>15}")
     if args.json:
-        with open(args.json, "w") as f:
+        with open(_parent_made(args.json), "w") as f:
             json.dump({"model": args.name, "profile": args.profile, "rows": fr.rows(),
                        "history": fr.history, "info": fr.info}, f, indent=1)
         print(f"saved the table to {args.json}")
@@ -261,10 +267,10 @@ def _cmd_figure3(args: argparse.Namespace) -> int:
         for _, c in fig3.claims().iterrows():
             print(f"- {c['claim']}: {c['verdict']}\n    {c['measured']}\n    ({c['note']})")
     if args.csv:
-        fig3.table.to_csv(args.csv, index=False)
+        fig3.table.to_csv(_parent_made(args.csv), index=False)
         print(f"saved the table ({len(fig3.table)} rows) to {args.csv}")
     if args.png:
-        plot_figure3(fig3).savefig(args.png, dpi=120, bbox_inches="tight")
+        plot_figure3(fig3).savefig(_parent_made(args.png), dpi=120, bbox_inches="tight")
         print(f"saved the grid to {args.png}")
     return 0
 
@@ -385,8 +391,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; returns its exit status. Invalid settings that only the
+    library can judge (an ``InversionError`` or other ``ValueError``: a class out of
+    range, ``--p 1.2``, ``--max-cond 0.5``) exit with status 2 and the library's
+    message, and a model this machine's memory cannot train with status 1, instead
+    of a traceback."""
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except ValueError as exc:           # InversionError included
+        print(f"nninvert {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except InsufficientMemoryError as exc:
+        print(f"nninvert {args.command}: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -100,7 +100,7 @@ def test_invert_help_lists_methods(capsys):
 def test_invert_smoke_saves_verified_inputs(method, fresh_cache, tmp_path, capsys):
     import torch
 
-    out, png = tmp_path / "inv.pt", tmp_path / "inv.png"
+    out, png = tmp_path / "inv.pt", tmp_path / "new" / "folder" / "inv.png"   # made for it
     argv = ["invert", "fcnn1", "--profile", "smoke", "--method", method, "--classes", "1", "7",
             "--n", "3", "--p", "0.5", "--out", str(out), "--png", str(png), "--no-progress"]
     assert cli.main(argv) == 0
@@ -126,6 +126,31 @@ def test_invert_n_verified_collects_and_reports_rounds(fresh_cache, tmp_path, ca
     assert "round(s)" in text and "class 2: 2/2 verified" in text
     saved = torch.load(out, weights_only=True)
     assert saved["inputs"].shape == (2, 1, 28, 28) and saved["converged"].all()
+
+
+def test_invert_counts_the_requested_class_even_when_it_is_not_the_likeliest(fresh_cache,
+                                                                             capsys):
+    # P = 0.05 < 1/10: every other class is likelier than the requested one
+    argv = ["invert", "fcnn1", "--profile", "smoke", "--classes", "3", "8", "--n", "2",
+            "--p", "0.05", "--no-progress"]
+    assert cli.main(argv) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split(":")[0] for line in lines if line.startswith("class ")] == \
+        ["class 3", "class 8"]
+    assert all("/2 verified" in line for line in lines if line.startswith("class "))
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--classes", "12"], "classes must lie in 0..9"),
+    (["--p", "1.2"], "p must lie strictly between 0 and 1"),
+    (["--n", "0"], "n_samples must be an int >= 1"),
+    (["--max-cond", "0.5", "--classes", "1", "--n", "1"], "max_cond must be >= 1"),
+])
+def test_invert_reports_invalid_settings_without_a_traceback(argv, message, fresh_cache,
+                                                             capsys):
+    assert cli.main(["invert", "fcnn1", "--profile", "smoke", "--no-progress", *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("nninvert invert: error:") and message in err
 
 
 def test_invert_generalized_refuses_an_fcnn(capsys):
