@@ -306,6 +306,10 @@ def _fingerprint(model: nn.Module) -> tuple:
 
 _PLAN_CACHE: "weakref.WeakKeyDictionary[nn.Module, dict]" = weakref.WeakKeyDictionary()
 
+#: layers the backward pass skips: each is the identity in eval mode, the mode in which
+#: every method runs and verifies the model (:mod:`~nninvert_lib.modelcopy`).
+DROPOUTS = (nn.Dropout, nn.Dropout1d, nn.AlphaDropout, nn.FeatureAlphaDropout)
+
 
 def plan_back_pass(model: nn.Module, max_cond: float = 100.0, *,
                    use_cache: bool = True) -> BackPassPlan:
@@ -314,7 +318,9 @@ def plan_back_pass(model: nn.Module, max_cond: float = 100.0, *,
     Args:
         model: an ``nn.Sequential`` (nesting allowed) of ``nn.Flatten``,
             ``nn.Linear`` and invertible activations (see
-            :func:`~nninvert_lib.activations.invert_activation`).
+            :func:`~nninvert_lib.activations.invert_activation`); dropout layers
+            (:data:`DROPOUTS`, e.g. the ``nn.AlphaDropout`` of self-normalising
+            SELU networks) are skipped, as they are the identity in eval mode.
         max_cond: pseudoinverse threshold (see :func:`~nninvert_lib.linear.thresholded_pinv`).
         use_cache: return the cached plan for this model when its weights and
             ``max_cond`` are unchanged (the cache holds the model weakly).
@@ -343,6 +349,8 @@ def plan_back_pass(model: nn.Module, max_cond: float = 100.0, *,
     modules = flatten_sequential(model)
     for pos, (name, mod) in enumerate(modules):
         label = f"layer {name!r} ({type(mod).__name__})"
+        if isinstance(mod, DROPOUTS):
+            continue            # the identity in eval mode, where every method runs the model
         if isinstance(mod, nn.Flatten):
             if steps:
                 raise InversionError(f"{label}: nn.Flatten is only supported as the first layer")
@@ -679,7 +687,8 @@ def _lm_polish(model: nn.Module, plan: BackPassPlan, x0: torch.Tensor, t: torch.
     if len(x0) == 0:
         return x0, {}
     first = plan.steps[0]
-    modules = [m for _, m in flatten_sequential(model) if not isinstance(m, nn.Flatten)]
+    modules = [m for _, m in flatten_sequential(model)
+               if not isinstance(m, (nn.Flatten, *DROPOUTS))]
     tail_ok = (isinstance(first, LinearStep) and len(modules) > 1
                and first.inverse.rank == first.weight.shape[0])
     if tail_ok:
@@ -982,7 +991,8 @@ def back_pass_inv(model: nn.Module, target: torch.Tensor | Sequence, n_samples: 
     Args:
         model: ``nn.Sequential`` (nesting allowed) of ``nn.Flatten`` (first only),
             ``nn.Linear`` and invertible activations, with or without an
-            activation after the last Linear; it returns logits.
+            activation after the last Linear; it returns logits. Dropout layers
+            are skipped (the identity in eval mode, in which the model is verified).
         target: ``(K,)``: ``n_samples`` inputs for it; ``(B, K)``: ``n_samples``
             inputs for each row, row by row (``B · n_samples`` in all).
         n_samples: inputs per target row.

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from nninvert_lib import backward, pattern_walk
-from nninvert_lib.backward import back_pass_inv, plan_back_pass
+from nninvert_lib.backward import _lm_polish, back_pass_inv, plan_back_pass
 from nninvert_lib.errors import InversionError
 from nninvert_lib.models.fcnn import make_fcnn
 from nninvert_lib.result import target_distribution
@@ -150,13 +150,33 @@ def test_inputs_have_the_models_dtype_and_a_custom_input_shape():
 @pytest.mark.parametrize("layer, words", [
     (nn.ReLU(), "forward_pass_inv"),
     (nn.GELU(), "forward_pass_inv"),
-    (nn.Dropout(), "Dropout"),
+    (nn.BatchNorm1d(32), "BatchNorm1d"),
     (nn.Conv1d(1, 1, 1), "Conv1d"),
 ])
 def test_unsupported_layers_raise_naming_them(layer, words):
     net = nn.Sequential(nn.Flatten(), nn.Linear(784, 32), layer, nn.Linear(32, 10))
     with pytest.raises(InversionError, match=words):
         back_pass_inv(net, TEN[0])
+
+
+@pytest.mark.parametrize("dropout", [nn.Dropout(0.5), nn.AlphaDropout(0.1)])
+def test_dropout_is_the_identity_as_in_eval_mode(dropout):
+    torch.manual_seed(0)
+    plain = make_fcnn((784, 32, 16, 10), "selu", final_activation=False)
+    lin1, act1, lin2, act2, lin3 = list(plain)[1:]
+    with_dropout = nn.Sequential(nn.Flatten(), dropout, lin1, act1, dropout, lin2, act2,
+                                 dropout, lin3)
+    with_dropout.train()                # the methods run an eval-mode copy regardless
+    res, ref = (back_pass_inv(net, TEN[:2], n_samples=2, seed=0)
+                for net in (with_dropout, plain))
+    assert res.converged.all() and torch.equal(res.inputs, ref.inputs)
+    assert with_dropout.training        # the caller's model is left as it was
+    # the LM polish runs the layers after the first Linear: none of them twice
+    plan = plan_back_pass(with_dropout)
+    x0 = torch.randn(2, 784, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    outs = [_lm_polish(net, plan, x0, TEN[:2].double(), (1, 28, 28), 3, 1e-3,
+                       torch.Generator().manual_seed(0))[0] for net in (with_dropout, plain)]
+    assert torch.equal(*outs)
 
 
 def test_model_that_is_not_sequential_is_refused():
