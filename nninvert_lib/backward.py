@@ -191,7 +191,7 @@ from . import pattern_walk
 from .activations import ActivationInverse, as_activation_inverse
 from .errors import InversionError
 from .linear import PseudoInverse, sample_null_space, thresholded_pinv
-from .modelcopy import flatten_sequential
+from .modelcopy import DROPOUTS, flatten_sequential
 from .result import DEFAULT_ATOL, InversionResult, check_target, verify
 from .softmax import invert_softmax, softmax_constant_fit
 
@@ -306,10 +306,6 @@ def _fingerprint(model: nn.Module) -> tuple:
 
 _PLAN_CACHE: "weakref.WeakKeyDictionary[nn.Module, dict]" = weakref.WeakKeyDictionary()
 
-#: layers the backward pass skips: each is the identity in eval mode, the mode in which
-#: every method runs and verifies the model (:mod:`~nninvert_lib.modelcopy`).
-DROPOUTS = (nn.Dropout, nn.Dropout1d, nn.AlphaDropout, nn.FeatureAlphaDropout)
-
 
 def plan_back_pass(model: nn.Module, max_cond: float = 100.0, *,
                    use_cache: bool = True) -> BackPassPlan:
@@ -319,7 +315,7 @@ def plan_back_pass(model: nn.Module, max_cond: float = 100.0, *,
         model: an ``nn.Sequential`` (nesting allowed) of ``nn.Flatten``,
             ``nn.Linear`` and invertible activations (see
             :func:`~nninvert_lib.activations.invert_activation`); dropout layers
-            (:data:`DROPOUTS`, e.g. the ``nn.AlphaDropout`` of self-normalising
+            (:data:`~nninvert_lib.modelcopy.DROPOUTS`, e.g. the ``nn.AlphaDropout`` of self-normalising
             SELU networks) are skipped, as they are the identity in eval mode.
         max_cond: pseudoinverse threshold (see :func:`~nninvert_lib.linear.thresholded_pinv`).
         use_cache: return the cached plan for this model when its weights and

@@ -157,7 +157,7 @@ import torch
 from torch import nn
 
 from .errors import InversionError
-from .modelcopy import (flatten_sequential, inversion_copy, model_dtype_device,
+from .modelcopy import (DROPOUTS, flatten_sequential, inversion_copy, model_dtype_device,
                         with_fast_activations)
 from .result import DEFAULT_ATOL, InversionResult, check_target, verify
 
@@ -651,7 +651,7 @@ def _row_space_split(net: nn.Module, input_shape: tuple[int, ...],
     weakly) until one of its parameters changes."""
     if not isinstance(net, nn.Sequential):
         return None
-    mods = [m for _, m in flatten_sequential(net)]
+    mods = [m for _, m in flatten_sequential(net) if not isinstance(m, DROPOUTS)]
     d = math.prod(input_shape)
     i = 0
     if mods and isinstance(mods[0], nn.Flatten):

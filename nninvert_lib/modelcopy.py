@@ -20,6 +20,11 @@ def model_dtype_device(model: nn.Module) -> tuple[torch.dtype, torch.device]:
     return torch.get_default_dtype(), torch.device("cpu")
 
 
+#: layers that are the identity in eval mode, the mode in which every method runs and
+#: verifies the model: the backward pass and the FCNN shortcuts skip them.
+DROPOUTS = (nn.Dropout, nn.Dropout1d, nn.AlphaDropout, nn.FeatureAlphaDropout)
+
+
 def flatten_sequential(module: nn.Module, prefix: str = "") -> list[tuple[str, nn.Module]]:
     """The leaves of nested ``nn.Sequential`` containers in forward order, each with its
     dotted name (``[("0", Flatten), ("1", Linear), ...]``); any other module is a leaf."""

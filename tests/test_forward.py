@@ -326,6 +326,17 @@ def test_row_space_iteration_is_the_same_iteration_on_the_input(selu_fcnn):
     assert (moved @ null).abs().max() < 1e-10 and moved.norm(dim=1).min() > 1e-3
 
 
+def test_row_space_looks_past_dropout(selu_fcnn):
+    # input dropout (the identity in eval mode) must not hide the first Linear
+    flatten, *rest = list(selu_fcnn)
+    with_dropout = nn.Sequential(flatten, nn.Dropout(0.2), *rest)
+    target = target_distribution([1, 6], 0.9)
+    res, ref = (forward_pass_inv(net, target, n_samples=2, seed=0, input_shape=SHAPE)
+                for net in (with_dropout, selu_fcnn))
+    assert res.info["row_space_dim"] == 32 and res.converged.all()
+    assert torch.equal(res.inputs, ref.inputs)
+
+
 def test_row_space_is_skipped_where_it_does_not_apply(selu_fcnn):
     target = target_distribution(2, 0.9)
     boxed = forward_pass_inv(selu_fcnn, target, seed=0, input_shape=SHAPE, bounds=(0.0, 1.0))
