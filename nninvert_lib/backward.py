@@ -307,6 +307,30 @@ def _fingerprint(model: nn.Module) -> tuple:
 _PLAN_CACHE: "weakref.WeakKeyDictionary[nn.Module, dict]" = weakref.WeakKeyDictionary()
 
 
+def batch_norm_affine(bn: nn.BatchNorm1d, label: str = "BatchNorm1d"
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(scale, shift)`` ``(C,)`` float64 of an eval-mode ``BatchNorm1d``:
+    ``y = scale·x + shift`` with ``scale = γ/√(σ² + ε)``, ``shift = β - scale·μ``
+    (running mean ``μ`` and variance ``σ²``). Raises ``InversionError`` for a
+    layer without running statistics (it normalises by each batch's own) or
+    with a zero scale (not invertible)."""
+    if bn.running_mean is None or bn.running_var is None:
+        raise InversionError(f"{label}: BatchNorm1d without running statistics "
+                             "(track_running_stats=False) normalises each batch by itself, "
+                             "so it is no fixed map to invert")
+    var = bn.running_var.detach().to(torch.float64)
+    mean = bn.running_mean.detach().to(torch.float64)
+    scale = 1.0 / torch.sqrt(var + bn.eps)
+    shift = -mean * scale
+    if bn.affine:
+        gamma = bn.weight.detach().to(torch.float64)
+        scale, shift = gamma * scale, gamma * shift + bn.bias.detach().to(torch.float64)
+    if not bool((scale != 0).all() and torch.isfinite(scale).all() and
+                torch.isfinite(shift).all()):
+        raise InversionError(f"{label}: its scale γ/√(σ² + ε) holds 0, NaN or inf")
+    return scale, shift
+
+
 def plan_back_pass(model: nn.Module, max_cond: float = 100.0, *,
                    use_cache: bool = True) -> BackPassPlan:
     """Read ``model`` as linear and activation steps and compute each layer's SVD once.
@@ -316,7 +340,9 @@ def plan_back_pass(model: nn.Module, max_cond: float = 100.0, *,
             ``nn.Linear`` and invertible activations (see
             :func:`~nninvert_lib.activations.invert_activation`); dropout layers
             (:data:`~nninvert_lib.modelcopy.DROPOUTS`, e.g. the ``nn.AlphaDropout`` of self-normalising
-            SELU networks) are skipped, as they are the identity in eval mode.
+            SELU networks) are skipped, as they are the identity in eval mode,
+            and an ``nn.BatchNorm1d`` directly after a Linear is folded into it
+            (:func:`batch_norm_affine`: its running statistics, as in eval mode).
         max_cond: pseudoinverse threshold (see :func:`~nninvert_lib.linear.thresholded_pinv`).
         use_cache: return the cached plan for this model when its weights and
             ``max_cond`` are unchanged (the cache holds the model weakly).
@@ -340,7 +366,7 @@ def plan_back_pass(model: nn.Module, max_cond: float = 100.0, *,
         cached = _PLAN_CACHE.get(model)
         if cached is not None and cached["fingerprint"] == fp:
             return cached["plan"]
-    steps: list[LinearStep | ActivationStep] = []
+    steps: list = []          # LinearStep (a [name, W, b] list until the end) or ActivationStep
     flatten_first = False
     modules = flatten_sequential(model)
     for pos, (name, mod) in enumerate(modules):
@@ -355,9 +381,14 @@ def plan_back_pass(model: nn.Module, max_cond: float = 100.0, *,
             w = mod.weight.detach().to(torch.float64)
             b = (mod.bias.detach().to(torch.float64) if mod.bias is not None
                  else torch.zeros(w.shape[0], dtype=torch.float64, device=w.device))
-            if not (torch.isfinite(w).all() and torch.isfinite(b).all()):
-                raise InversionError(f"{label}: weights hold NaN or inf")
-            steps.append(LinearStep(name, w, b, thresholded_pinv(w, max_cond)))
+            steps.append([name, w, b])          # made a LinearStep below
+        elif isinstance(mod, nn.BatchNorm1d):
+            if not steps or not isinstance(steps[-1], list):
+                raise InversionError(f"{label}: BatchNorm1d is supported directly after an "
+                                     "nn.Linear only (it is folded into that layer)")
+            scale, shift = batch_norm_affine(mod, label)
+            steps[-1][1] = scale[:, None] * steps[-1][1]
+            steps[-1][2] = scale * steps[-1][2] + shift
         else:
             try:
                 inv = as_activation_inverse(mod)
@@ -365,6 +396,12 @@ def plan_back_pass(model: nn.Module, max_cond: float = 100.0, *,
                 raise InversionError(f"{label} cannot be inverted by the backward pass: {err}"
                                      ) from None
             steps.append(ActivationStep(name, inv))
+    for i, step in enumerate(steps):
+        if isinstance(step, list):
+            name, w, b = step
+            if not (torch.isfinite(w).all() and torch.isfinite(b).all()):
+                raise InversionError(f"layer {name!r} (Linear): weights hold NaN or inf")
+            steps[i] = LinearStep(name, w, b, thresholded_pinv(w, max_cond))
     lin = [s for s in steps if isinstance(s, LinearStep)]
     if not lin:
         raise InversionError("the model has no nn.Linear layer; back_pass_inv inverts "
@@ -685,10 +722,13 @@ def _lm_polish(model: nn.Module, plan: BackPassPlan, x0: torch.Tensor, t: torch.
     first = plan.steps[0]
     modules = [m for _, m in flatten_sequential(model)
                if not isinstance(m, (nn.Flatten, *DROPOUTS))]
-    tail_ok = (isinstance(first, LinearStep) and len(modules) > 1
+    after = 1                       # the first Linear and the BatchNorm folded into it
+    while after < len(modules) and isinstance(modules[after], nn.BatchNorm1d):
+        after += 1
+    tail_ok = (isinstance(first, LinearStep) and len(modules) > after
                and first.inverse.rank == first.weight.shape[0])
     if tail_ok:
-        tail = copy.deepcopy(nn.Sequential(*modules[1:])).to(torch.float64).eval()
+        tail = copy.deepcopy(nn.Sequential(*modules[after:])).to(torch.float64).eval()
         u0 = first.forward(x0)
         res = levenberg_marquardt(tail, u0, t, max_iter=max_iter, atol=atol, generator=gen)
         u1 = res.inputs.to(torch.float64).reshape(len(x0), -1)
@@ -988,7 +1028,8 @@ def back_pass_inv(model: nn.Module, target: torch.Tensor | Sequence, n_samples: 
         model: ``nn.Sequential`` (nesting allowed) of ``nn.Flatten`` (first only),
             ``nn.Linear`` and invertible activations, with or without an
             activation after the last Linear; it returns logits. Dropout layers
-            are skipped (the identity in eval mode, in which the model is verified).
+            are skipped and a BatchNorm1d right after a Linear is folded into it
+            (both as in eval mode, in which the model is verified).
         target: ``(K,)``: ``n_samples`` inputs for it; ``(B, K)``: ``n_samples``
             inputs for each row, row by row (``B · n_samples`` in all).
         n_samples: inputs per target row.

@@ -150,7 +150,7 @@ def test_inputs_have_the_models_dtype_and_a_custom_input_shape():
 @pytest.mark.parametrize("layer, words", [
     (nn.ReLU(), "forward_pass_inv"),
     (nn.GELU(), "forward_pass_inv"),
-    (nn.BatchNorm1d(32), "BatchNorm1d"),
+    (nn.LayerNorm(32), "LayerNorm"),
     (nn.Conv1d(1, 1, 1), "Conv1d"),
 ])
 def test_unsupported_layers_raise_naming_them(layer, words):
@@ -177,6 +177,53 @@ def test_dropout_is_the_identity_as_in_eval_mode(dropout):
     outs = [_lm_polish(net, plan, x0, TEN[:2].double(), (1, 28, 28), 3, 1e-3,
                        torch.Generator().manual_seed(0))[0] for net in (with_dropout, plain)]
     assert torch.equal(*outs)
+
+
+def _batch_norm(width: int, seed: int) -> nn.BatchNorm1d:
+    """A BatchNorm1d with random running statistics and affine parameters."""
+    gen = torch.Generator().manual_seed(seed)
+    bn = nn.BatchNorm1d(width)
+    with torch.no_grad():
+        bn.running_mean.copy_(torch.randn(width, generator=gen))
+        bn.running_var.copy_(0.5 + torch.rand(width, generator=gen))
+        bn.weight.copy_(0.5 + torch.rand(width, generator=gen))
+        bn.bias.copy_(0.3 * torch.randn(width, generator=gen))
+    return bn.eval()
+
+
+def test_batch_norm_after_a_linear_is_folded_into_it():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(784, 32), _batch_norm(32, 1), nn.SELU(),
+                        nn.Linear(32, 16), _batch_norm(16, 2), nn.SELU(), nn.Linear(16, 10)
+                        ).double().eval()
+    target = target_distribution([0, 1, 2], 0.5)   # 0.9 is beyond this random net for class 2
+    res = back_pass_inv(net, target, n_samples=2, seed=0)
+    assert res.converged.all()      # verified on the model itself, BatchNorm and all
+    scale, shift = backward.batch_norm_affine(net[2])
+    first = plan_back_pass(net).steps[0]
+    lin = net[1].weight.detach()
+    assert torch.allclose(first.weight, scale[:, None] * lin)
+    assert torch.allclose(first.bias, scale * net[1].bias.detach() + shift)
+    # the LM polish runs what follows the first Linear and its BatchNorm, once
+    folded = nn.Sequential(nn.Flatten(), nn.Linear(784, 32), *list(net)[3:]).double().eval()
+    with torch.no_grad():
+        folded[1].weight.copy_(first.weight)
+        folded[1].bias.copy_(first.bias)
+    x0 = torch.randn(3, 784, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    outs = [_lm_polish(m, plan_back_pass(m), x0, target.double(), (1, 28, 28), 3, 1e-3,
+                       torch.Generator().manual_seed(0))[0] for m in (net, folded)]
+    assert torch.allclose(*outs, atol=1e-8, rtol=0)
+
+
+@pytest.mark.parametrize("net, words", [
+    (nn.Sequential(nn.Flatten(), nn.Linear(784, 32), nn.SELU(), _batch_norm(32, 0),
+                   nn.Linear(32, 10)), "directly after an nn.Linear"),
+    (nn.Sequential(nn.Flatten(), nn.Linear(784, 32), nn.BatchNorm1d(32, track_running_stats=False),
+                   nn.SELU(), nn.Linear(32, 10)), "running statistics"),
+])
+def test_batch_norm_that_cannot_be_folded_is_refused(net, words):
+    with pytest.raises(InversionError, match=words):
+        back_pass_inv(net, TEN[0])
 
 
 def test_model_that_is_not_sequential_is_refused():
