@@ -342,7 +342,8 @@ def plan_back_pass(model: nn.Module, max_cond: float = 100.0, *,
             (:data:`~nninvert_lib.modelcopy.DROPOUTS`, e.g. the ``nn.AlphaDropout`` of self-normalising
             SELU networks) are skipped, as they are the identity in eval mode,
             and an ``nn.BatchNorm1d`` directly after a Linear is folded into it
-            (:func:`batch_norm_affine`: its running statistics, as in eval mode).
+            (:func:`~nninvert_lib.backward.batch_norm_affine`: its running statistics,
+            as in eval mode).
         max_cond: pseudoinverse threshold (see :func:`~nninvert_lib.linear.thresholded_pinv`).
         use_cache: return the cached plan for this model when its weights and
             ``max_cond`` are unchanged (the cache holds the model weakly).
@@ -354,8 +355,9 @@ def plan_back_pass(model: nn.Module, max_cond: float = 100.0, *,
         InversionError: ``model`` is not an ``nn.Sequential``, holds a layer
             other than Flatten/Linear/invertible activation (named, with its
             position), a non-invertible activation (ReLU, GELU: the message names
-            ``nni.forward_pass_inv``), ``nn.Flatten`` after the first layer, or no
-            linear layer.
+            ``nni.forward_pass_inv``), ``nn.Flatten`` after the first layer, a
+            BatchNorm1d that does not directly follow a Linear or has no running
+            statistics, or no linear layer.
     """
     if not isinstance(model, nn.Sequential):
         raise InversionError(f"back_pass_inv needs an nn.Sequential of nn.Flatten, nn.Linear "
