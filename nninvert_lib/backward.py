@@ -192,7 +192,7 @@ from .activations import ActivationInverse, as_activation_inverse
 from .errors import InversionError
 from .linear import PseudoInverse, sample_null_space, thresholded_pinv
 from .modelcopy import DROPOUTS, flatten_sequential
-from .result import DEFAULT_ATOL, InversionResult, check_target, verify
+from .result import PROBABILITIES_REFUSED, DEFAULT_ATOL, InversionResult, check_target, verify
 from .softmax import invert_softmax, softmax_constant_fit
 
 STRATEGIES: tuple[str, ...] = ("anchored", "paper")
@@ -375,6 +375,11 @@ def plan_back_pass(model: nn.Module, max_cond: float = 100.0, *,
         label = f"layer {name!r} ({type(mod).__name__})"
         if isinstance(mod, DROPOUTS):
             continue            # the identity in eval mode, where every method runs the model
+        last = pos == len(modules) - 1
+        if last and isinstance(mod, nn.LogSoftmax):
+            continue            # logits - logsumexp: the same softmax, so the same target
+        if last and isinstance(mod, nn.Softmax):
+            raise InversionError(f"{label}: the model ends in a softmax; {PROBABILITIES_REFUSED}")
         if isinstance(mod, nn.Flatten):
             if steps:
                 raise InversionError(f"{label}: nn.Flatten is only supported as the first layer")

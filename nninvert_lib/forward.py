@@ -159,7 +159,7 @@ from torch import nn
 from .errors import InversionError
 from .modelcopy import (DROPOUTS, flatten_sequential, inversion_copy, model_dtype_device,
                         with_fast_activations)
-from .result import DEFAULT_ATOL, InversionResult, check_target, verify
+from .result import DEFAULT_ATOL, InversionResult, check_logits, check_target, verify
 
 RESIDUALS: tuple[str, ...] = ("logit", "prob", "logprob", "wlogit")
 METHODS: tuple[str, ...] = ("lm", "scipy")
@@ -928,8 +928,12 @@ def levenberg_marquardt(model: nn.Module, x0: torch.Tensor, target: torch.Tensor
     work = m_dtype if dtype is None else dtype
     net, n_fused = inversion_copy(model, work, device)
     n_fast = with_fast_activations(net)
-    with torch.no_grad():
-        k = net(x0[:1].to(device=device, dtype=work)).shape[-1] if n else tgt.shape[1]
+    k = tgt.shape[1]
+    if n:
+        with torch.no_grad():
+            probe = net(x0[:1].to(device=device, dtype=work))
+        check_logits(probe)
+        k = probe.shape[-1]
     target64 = check_target(tgt, num_classes=k)
     tgt = target64.to(device=device, dtype=work)
 

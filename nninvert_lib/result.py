@@ -81,6 +81,29 @@ def check_target(target: torch.Tensor | Sequence, num_classes: int | None = None
     return t
 
 
+#: why a model that returns probabilities is refused (:func:`check_logits`).
+PROBABILITIES_REFUSED = (
+    "the methods take a model that returns logits (they apply the softmax themselves and "
+    "invert it), so a final softmax would be applied twice; pass the model without it "
+    "(for an nn.Sequential ending in nn.Softmax: model[:-1]). A final nn.LogSoftmax is "
+    "fine: it only shifts the logits")
+
+
+def check_logits(out: torch.Tensor) -> None:
+    """Refuse model outputs ``out`` ``(n, K)`` that are probabilities (every entry
+    ``>= 0`` and every row summing to 1 within ``1e-4``): the model ends in a
+    softmax, and the methods would apply theirs on top of it.
+
+    Raises:
+        InversionError: naming the problem and the remedy.
+    """
+    out = out.detach()
+    if len(out) and bool((out >= 0).all()) and bool(
+            ((out.double().sum(dim=-1) - 1).abs() <= 1e-4).all()):
+        raise InversionError("the model's outputs are probabilities (each row is >= 0 and "
+                             f"sums to 1): {PROBABILITIES_REFUSED}")
+
+
 @dataclass
 class InversionResult:
     """What an inversion produced (modelled on ``scipy.optimize.OptimizeResult``).

@@ -226,6 +226,16 @@ def test_batch_norm_that_cannot_be_folded_is_refused(net, words):
         back_pass_inv(net, TEN[0])
 
 
+def test_final_log_softmax_is_skipped_and_final_softmax_refused():
+    torch.manual_seed(0)
+    net = make_fcnn((784, 32, 10), "selu", final_activation=False)
+    res = back_pass_inv(nn.Sequential(*net, nn.LogSoftmax(dim=1)), TEN[:2], n_samples=2, seed=0)
+    ref = back_pass_inv(net, TEN[:2], n_samples=2, seed=0)
+    assert res.converged.all() and torch.equal(res.inputs, ref.inputs)
+    with pytest.raises(InversionError, match=r"ends in a softmax.*model\[:-1\]"):
+        back_pass_inv(nn.Sequential(*net, nn.Softmax(dim=1)), TEN[0])
+
+
 def test_model_that_is_not_sequential_is_refused():
     class Net(nn.Module):
         def forward(self, x):

@@ -326,6 +326,17 @@ def test_row_space_iteration_is_the_same_iteration_on_the_input(selu_fcnn):
     assert (moved @ null).abs().max() < 1e-10 and moved.norm(dim=1).min() > 1e-3
 
 
+def test_a_model_returning_probabilities_is_refused(selu_fcnn):
+    target = target_distribution(4, 0.9)
+    with pytest.raises(InversionError, match="outputs are probabilities"):
+        forward_pass_inv(nn.Sequential(selu_fcnn, nn.Softmax(dim=1)), target,
+                         input_shape=SHAPE, seed=0)
+    # log-probabilities are logits shifted per row: the same softmax, the same inversion
+    res = forward_pass_inv(nn.Sequential(selu_fcnn, nn.LogSoftmax(dim=1)), target,
+                           n_samples=2, input_shape=SHAPE, seed=0)
+    assert res.converged.all()
+
+
 def test_row_space_looks_past_dropout(selu_fcnn):
     # input dropout (the identity in eval mode) must not hide the first Linear
     flatten, *rest = list(selu_fcnn)
