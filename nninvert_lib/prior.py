@@ -33,7 +33,8 @@ from torch import nn
 
 from .errors import InversionError
 from .modelcopy import float64_forward, inversion_copy, model_dtype_device
-from .result import DEFAULT_ATOL, InversionResult, check_target, target_distribution, verify
+from .result import (DEFAULT_ATOL, InversionResult, check_logits, check_target,
+                     target_distribution, verify)
 
 DEFAULT_BATCH = 2048
 INITS = ("max_class", "percentile_average", "random")
@@ -65,7 +66,9 @@ def _check_batch_size(batch_size: int) -> int:
 
 def _num_classes(model64: nn.Module, example: torch.Tensor) -> int:
     with torch.no_grad():
-        return int(model64(example[:1].to(torch.float64)).shape[-1])
+        out = model64(example[:1].to(torch.float64))
+    check_logits(out)
+    return int(out.shape[-1])
 
 
 @torch.no_grad()
@@ -88,8 +91,12 @@ def training_set_probs(model: nn.Module, train_images: torch.Tensor,
     batch_size = _check_batch_size(batch_size)
     device = model_dtype_device(model)[1]
     f64 = float64_forward(model)
-    out = [torch.softmax(f64(train_images[s:s + batch_size].to(device)), dim=-1)
-           for s in range(0, len(train_images), batch_size)]
+    out = []
+    for s in range(0, len(train_images), batch_size):
+        logits = f64(train_images[s:s + batch_size].to(device))
+        if s == 0:
+            check_logits(logits)
+        out.append(torch.softmax(logits, dim=-1))
     return torch.cat(out)
 
 
@@ -145,7 +152,8 @@ def max_class_image(model: nn.Module, train_images: torch.Tensor,
 
     Raises:
         InversionError: empty or non-finite ``train_images``, classes outside
-            ``0..K-1``, ``p`` outside ``(0, 1)``.
+            ``0..K-1``, ``p`` outside ``(0, 1)``, a model that returns
+            probabilities (:func:`~nninvert_lib.result.check_logits`).
     """
     train_images = _check_images(train_images)
     cls, _ = _as_classes(classes)
@@ -198,7 +206,7 @@ def percentile_average_image(model: nn.Module, train_images: torch.Tensor,
 
     Raises:
         InversionError: invalid target, percentile, labels or images; a class
-            with no labelled images.
+            with no labelled images; a model that returns probabilities.
     """
     train_images = _check_images(train_images)
     if not 0.0 < float(percentile) <= 100.0:
@@ -286,7 +294,7 @@ def gradient_image(model: nn.Module, target: torch.Tensor | Sequence,
     Raises:
         InversionError: invalid target, ``init``, ``steps``, ``lr``,
             ``optimizer``; data-based init without ``train_images``; an init
-            tensor of the wrong shape.
+            tensor of the wrong shape; a model that returns probabilities.
     """
     if int(steps) < 0:
         raise InversionError(f"steps must be a non-negative int, got {steps}")

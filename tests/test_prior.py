@@ -190,3 +190,14 @@ def test_prior_methods_raise_on_invalid_input(logit_model, tiny_train):
                        init=torch.zeros(3, 1, 1, K))
     with pytest.raises(InversionError, match="entries <= 0"):
         gradient_image(logit_model, torch.tensor([1.0, 0, 0, 0]), train_images=tiny_train)
+
+
+def test_a_model_returning_probabilities_is_refused(logit_model, tiny_train):
+    probs_model = nn.Sequential(logit_model, nn.Softmax(dim=1))
+    target = target_distribution(1, 0.6, num_classes=K)
+    for call in (lambda: training_set_probs(probs_model, tiny_train),
+                 lambda: max_class_image(probs_model, tiny_train, 1),
+                 lambda: gradient_image(probs_model, target, init="random",
+                                        input_shape=(1, 1, K))):
+        with pytest.raises(InversionError, match="outputs are probabilities"):
+            call()
