@@ -904,7 +904,9 @@ def levenberg_marquardt(model: nn.Module, x0: torch.Tensor, target: torch.Tensor
     Raises:
         InversionError: invalid target (see :func:`~nninvert_lib.result.check_target`),
             a target whose length differs from the model's output, a shape
-            mismatch between ``x0`` and ``target``, or an invalid option.
+            mismatch between ``x0`` and ``target``, an invalid option, a model
+            that fails on one input (most often: inputs of the wrong shape) or
+            that returns probabilities (:func:`~nninvert_lib.result.check_logits`).
     """
     _check_options(max_iter, atol, tol, tau, max_step, bounds, restarts, chord, patience,
                    min_progress, residual, method, jacobian, dtype)
@@ -931,7 +933,13 @@ def levenberg_marquardt(model: nn.Module, x0: torch.Tensor, target: torch.Tensor
     k = tgt.shape[1]
     if n:
         with torch.no_grad():
-            probe = net(x0[:1].to(device=device, dtype=work))
+            try:
+                probe = net(x0[:1].to(device=device, dtype=work))
+            except RuntimeError as err:         # most often an input of the wrong shape
+                raise InversionError(
+                    f"the model fails on one input of shape {input_shape} ({err}); if that "
+                    "shape is wrong, pass the shape of one input, without the batch "
+                    "dimension (forward_pass_inv's input_shape=, e.g. (784,))") from err
         check_logits(probe)
         k = probe.shape[-1]
     target64 = check_target(tgt, num_classes=k)
@@ -1048,7 +1056,8 @@ def forward_pass_inv(model: nn.Module, target: torch.Tensor | Sequence, n_sample
         ``info["x0"]`` (the starting inputs) are added.
 
     Raises:
-        InversionError: invalid target, ``n_samples < 1``, bad ``input_shape``,
+        InversionError: invalid target, ``n_samples < 1``, bad ``input_shape``
+            (or one the model cannot take), a model that returns probabilities,
             unknown option names, or invalid option values.
     """
     unknown = sorted(set(options) - set(_FORWARD_OPTIONS))

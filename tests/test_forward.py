@@ -326,6 +326,14 @@ def test_row_space_iteration_is_the_same_iteration_on_the_input(selu_fcnn):
     assert (moved @ null).abs().max() < 1e-10 and moved.norm(dim=1).min() > 1e-3
 
 
+def test_an_input_shape_the_model_cannot_take_is_named():
+    net = nn.Sequential(nn.Linear(784, 32), nn.SELU(), nn.Linear(32, 10))   # no Flatten
+    target = target_distribution(4, 0.9)
+    with pytest.raises(InversionError, match=r"one input of shape \(1, 28, 28\).*input_shape="):
+        forward_pass_inv(net, target, seed=0)
+    assert forward_pass_inv(net, target, seed=0, input_shape=(784,)).inputs.shape == (1, 784)
+
+
 def test_a_model_returning_probabilities_is_refused(selu_fcnn):
     target = target_distribution(4, 0.9)
     with pytest.raises(InversionError, match="outputs are probabilities"):
