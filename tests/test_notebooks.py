@@ -161,6 +161,9 @@ def check_06_back_pass_inv(values: dict) -> None:
     assert _percent(values, "success_anchored_fcnn1") == 100.0
     assert float(values["min_pairwise_distance"]["text/plain"]) > 0.0  # no collapsed samples
     assert values["success_table"]["text/html"].count("</tr>") == 7  # header + 3 models × 2
+    # a reader's MLP with BatchNorm, AlphaDropout and a final LogSoftmax inverts too
+    assert _percent(values, "success_own") == 100.0
+    assert values["own_softmax_refused"]["text/plain"] == "True"
 
 
 def check_07_forward_pass_inv(values: dict) -> None:
