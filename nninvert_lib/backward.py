@@ -300,8 +300,10 @@ class BackPassPlan:
 
 
 def _fingerprint(model: nn.Module) -> tuple:
+    """Identity and version of every parameter and buffer (a BatchNorm's running
+    statistics are buffers, updated in place by a forward pass in train mode)."""
     return tuple((id(p), p.data_ptr(), p._version, tuple(p.shape), p.dtype, str(p.device))
-                 for p in model.parameters())
+                 for p in [*model.parameters(), *model.buffers()])
 
 
 _PLAN_CACHE: "weakref.WeakKeyDictionary[nn.Module, dict]" = weakref.WeakKeyDictionary()

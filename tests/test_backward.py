@@ -213,6 +213,12 @@ def test_batch_norm_after_a_linear_is_folded_into_it():
     outs = [_lm_polish(m, plan_back_pass(m), x0, target.double(), (1, 28, 28), 3, 1e-3,
                        torch.Generator().manual_seed(0))[0] for m in (net, folded)]
     assert torch.allclose(*outs, atol=1e-8, rtol=0)
+    # a forward pass in train mode updates the running statistics: the plan follows
+    net.train()
+    net(torch.randn(8, 1, 28, 28, dtype=torch.float64))
+    net.eval()
+    scale, shift = backward.batch_norm_affine(net[2])
+    assert torch.allclose(plan_back_pass(net).steps[0].weight, scale[:, None] * lin)
 
 
 @pytest.mark.parametrize("net, words", [
