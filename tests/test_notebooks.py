@@ -1,6 +1,7 @@
 """Every notebook runs headless under papermill with profile="smoke" and records its results."""
 from __future__ import annotations
 
+import json
 import math
 import os
 import warnings
@@ -354,6 +355,14 @@ def test_notebook_is_stored_without_outputs(path):
         if cell.cell_type == "code":
             assert cell.outputs == [] and cell.execution_count is None, \
                 f"{_id(path)} holds outputs; clear them before committing"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=_id)
+def test_every_cell_has_an_id(path):
+    # nbformat 4.5 requires cell ids; older readers add them silently, later ones will refuse
+    cells = json.loads(Path(path).read_text())["cells"]
+    missing = [i for i, cell in enumerate(cells) if not cell.get("id")]
+    assert not missing, f"{_id(path)}: cells {missing} have no id (nbformat.validator.normalize)"
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=_id)
