@@ -159,6 +159,15 @@ def test_unsupported_layers_raise_naming_them(layer, words):
         back_pass_inv(net, TEN[0])
 
 
+def _polished(nets: tuple[nn.Module, ...], target: torch.Tensor) -> list[torch.Tensor]:
+    """Each net's inputs after three steps of BackPassInv's LM polish, all from the
+    same seeded 784-pixel starts (one per target row)."""
+    x0 = torch.randn(len(target), 784, dtype=torch.float64,
+                     generator=torch.Generator().manual_seed(0))
+    return [_lm_polish(net, plan_back_pass(net), x0, target.double(), (1, 28, 28), 3, 1e-3,
+                       torch.Generator().manual_seed(0))[0] for net in nets]
+
+
 @pytest.mark.parametrize("dropout", [nn.Dropout(0.5), nn.AlphaDropout(0.1)])
 def test_dropout_is_the_identity_as_in_eval_mode(dropout):
     torch.manual_seed(0)
@@ -172,11 +181,7 @@ def test_dropout_is_the_identity_as_in_eval_mode(dropout):
     assert res.converged.all() and torch.equal(res.inputs, ref.inputs)
     assert with_dropout.training        # the caller's model is left as it was
     # the LM polish runs the layers after the first Linear: none of them twice
-    plan = plan_back_pass(with_dropout)
-    x0 = torch.randn(2, 784, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
-    outs = [_lm_polish(net, plan, x0, TEN[:2].double(), (1, 28, 28), 3, 1e-3,
-                       torch.Generator().manual_seed(0))[0] for net in (with_dropout, plain)]
-    assert torch.equal(*outs)
+    assert torch.equal(*_polished((with_dropout, plain), TEN[:2]))
 
 
 def _batch_norm(width: int, seed: int) -> nn.BatchNorm1d:
@@ -209,10 +214,7 @@ def test_batch_norm_after_a_linear_is_folded_into_it():
     with torch.no_grad():
         folded[1].weight.copy_(first.weight)
         folded[1].bias.copy_(first.bias)
-    x0 = torch.randn(3, 784, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
-    outs = [_lm_polish(m, plan_back_pass(m), x0, target.double(), (1, 28, 28), 3, 1e-3,
-                       torch.Generator().manual_seed(0))[0] for m in (net, folded)]
-    assert torch.allclose(*outs, atol=1e-8, rtol=0)
+    assert torch.allclose(*_polished((net, folded), target), atol=1e-8, rtol=0)
     # a forward pass in train mode updates the running statistics: the plan follows
     net.train()
     net(torch.randn(8, 1, 28, 28, dtype=torch.float64))
