@@ -69,10 +69,22 @@ exponentially with the number of hidden units). At slope 0.01, ratio 0.75 and
 ``M = 1e4`` it found such inputs for all ten targets at depth 2 and decided
 none of the ten within 60 s each at depth 4.
 
+``--directions`` asks where the network sends large inputs
+(:func:`direction_spread`): 1,000 standard-normal inputs scaled by 1e3 and by
+1e6, run through a float64 copy; it records how many classes win among them
+and how many of those inputs give their winning class probability 0.9 or more
+(and in how many classes). Going deeper, the logits of large inputs collapse
+onto fewer directions: at slope 0.01 and ratio 0.75, the inputs scaled by 1e6
+reach 9 classes at depth 4 and one at depth 10, so there the preimages of 0.9
+on the other nine classes lie in thin cones far out. The collapse alone does
+not decide success: at slope 0.1, depth 10 they reach two classes, and every
+target still verifies.
+
     python benchmarks/leaky_depth.py                  # about 31 minutes on one CPU thread
     python benchmarks/leaky_depth.py --continuation --float64 --smoothing   # ~25 minutes
     python benchmarks/leaky_depth.py --slopes 0.01 --ratios 0.75 --depths 2 4 --milp-bound 1e4
     python benchmarks/leaky_depth.py --conditioning   # about 1 minute
+    python benchmarks/leaky_depth.py --slopes 0.01 --ratios 0.75 --directions
 
 Writes ``benchmarks/results/<date>-<host>-leaky-depth.{json,md}`` (or ``--out``).
 """
@@ -280,6 +292,29 @@ def jacobian_condition(net: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
     return sv[:, 0] / sv[:, -1]
 
 
+def direction_spread(net: torch.nn.Module, n: int = 1000,
+                     scales: tuple[float, ...] = (1e3, 1e6), seed: int = 3) -> list[dict]:
+    """Where ``net`` sends large inputs: ``n`` standard-normal inputs ``(n, in)``
+    from ``seed``, scaled by each of ``scales``, through a float64 copy of
+    ``net``. Per scale: ``classes``, how many classes win (argmax) among them;
+    ``confident``, how many give their winning class probability ≥ 0.9; and
+    ``confident_classes``, how many classes those confident inputs reach."""
+    work = copy.deepcopy(net).double()
+    width = next(m for m in work.modules() if isinstance(m, torch.nn.Linear)).in_features
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, width, generator=gen, dtype=torch.float64)
+    out = []
+    with torch.no_grad():
+        for scale in scales:
+            p = torch.softmax(work(scale * x), dim=1)
+            top, cls = p.max(dim=1)
+            sure = top >= 0.9
+            out.append({"scale": scale, "classes": int(cls.unique().numel()),
+                        "confident": int(sure.sum()),
+                        "confident_classes": int(cls[sure].unique().numel())})
+    return out
+
+
 def _largest_entry(x: torch.Tensor) -> float | None:
     """``max |x|`` in float64, or None where it is not finite (the input overflowed)."""
     big = float(x.double().abs().max())
@@ -310,6 +345,9 @@ def main(argv: list[str] | None = None) -> dict:
                     help="also record the condition number of the input Jacobian at "
                          "standard-normal inputs and at the float64 preimages "
                          "(jacobian_condition)")
+    ap.add_argument("--directions", action="store_true",
+                    help="also record where 1,000 large random inputs land "
+                         "(direction_spread)")
     ap.add_argument("--milp-bound", type=float, default=None, metavar="M",
                     help="also ask a MILP for a preimage with every input entry and "
                          "pre-activation in [-M, M] (bounded_preimage), one per class")
@@ -377,6 +415,8 @@ def main(argv: list[str] | None = None) -> dict:
                         "success_rate": float(ok.double().mean()),
                         "max_abs_input": _largest_entry(x),
                         "seconds": time.perf_counter() - t}
+                if args.directions:
+                    rows[-1]["directions"] = direction_spread(net)
                 if args.milp_bound is not None and depth <= args.milp_max_depth:
                     rows[-1]["milp"] = milp_row(net, target, args.milp_bound,
                                                 args.milp_time_limit)
@@ -404,6 +444,10 @@ def main(argv: list[str] | None = None) -> dict:
         head += (" κ(J) at random inputs: median (smallest) | κ(J) at the float64 "
                  "preimages: median (smallest) |")
         rule += "---:|---:|"
+    if args.directions:
+        head += "".join(f" ×{d['scale']:g} inputs: classes won | p ≥ 0.9: inputs (classes) |"
+                        for d in rows[0]["directions"]).replace("e+0", "e") if rows else ""
+        rule += "---:|---:|" * (len(rows[0]["directions"]) if rows else 0)
     if args.milp_bound is not None:
         head += (f" MILP, inputs and pre-activations in ±{args.milp_bound:.0e}: infeasible / "
                  "feasible / undecided | feasible and verified | their largest input entry |")
@@ -426,6 +470,8 @@ def main(argv: list[str] | None = None) -> dict:
             line += f" {c['random_median']:.1e} ({c['random_min']:.1e}) |"
             line += (" — |" if c["preimage_median"] is None else
                      f" {c['preimage_median']:.1e} ({c['preimage_min']:.1e}) |")
+        for d in r.get("directions", []):
+            line += f" {d['classes']} | {d['confident']} ({d['confident_classes']}) |"
         c = r.get("milp")
         if c:
             line += (f" {c['infeasible']} / {c['feasible']} / {c['undecided']} | "

@@ -45,13 +45,33 @@ def test_leaky_depth_table_reports_the_walked_targets(tmp_path):
     pattern walk (step 3 of BackPassInv's default) was tried on and verified."""
     leaky_depth = bench_module("leaky_depth")
     out = leaky_depth.main(["--slopes", "0.01", "--ratios", "0.75", "--depths", "2", "4",
-                            "--n", "1", "--out", str(tmp_path)])
+                            "--n", "1", "--directions", "--out", str(tmp_path)])
     assert [r["depth"] for r in out["rows"]] == [2, 4]
     for row in out["rows"]:
         assert 0 <= row["walk_verified"] <= row["walked"] <= 10
+        assert [d["scale"] for d in row["directions"]] == [1e3, 1e6]
     table = next(tmp_path.glob("*-leaky-depth.md")).read_text().splitlines()
     assert "targets walked: verified / walked" in table[0]
+    assert "×1e6 inputs: classes won" in table[0]
     assert len(table) == 4
+    assert all(line.count("|") == table[0].count("|") for line in table)
+
+
+def test_direction_spread_counts_the_classes_large_inputs_reach():
+    """On logits ``(x_0, x_1, x_2, x_3, 0, ..., 0)`` a large input wins the class of
+    its largest positive entry, surely; one with no positive entry ties classes
+    4..9 (argmax: 4) at probability 1/6."""
+    direction_spread = bench_module("leaky_depth").direction_spread
+    net = torch.nn.Sequential(torch.nn.Linear(4, 10))
+    with torch.no_grad():
+        net[0].weight.copy_(torch.cat([torch.eye(4), torch.zeros(6, 4)]))
+        net[0].bias.zero_()
+    (spread,) = direction_spread(net, n=500, scales=(1e6,), seed=5)
+    x = torch.randn(500, 4, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    some_positive = int((x > 0).any(dim=1).sum())
+    assert 0 < some_positive < 500
+    assert spread == {"scale": 1e6, "classes": 5, "confident": some_positive,
+                      "confident_classes": 4}
 
 
 def test_slope_continuation_inverts_a_shallow_leaky_net():
