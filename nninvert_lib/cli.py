@@ -42,15 +42,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
     names = list(MODEL_NAMES) if "all" in args.names else args.names
     unknown = [n for n in names if n not in MODEL_NAMES]
     if unknown:
-        print(f"unknown model(s) {unknown}; choose from {list(MODEL_NAMES)} or 'all'",
-              file=sys.stderr)
-        return 2
+        raise ValueError(f"unknown model(s) {unknown}; choose from {list(MODEL_NAMES)} or 'all'")
     if args.device.startswith("cuda"):
         import torch
 
         if not torch.cuda.is_available():
-            print("--device cuda was asked for but no CUDA GPU is available", file=sys.stderr)
-            return 2
+            raise ValueError("--device cuda was asked for but no CUDA GPU is available")
     if args.threads:
         import torch
 
@@ -144,6 +141,25 @@ def _parent_made(path: str) -> str:
     return path
 
 
+def _check_model_name(name: str) -> None:
+    """Raise ``ValueError`` unless ``name`` is one of ``MODEL_NAMES``."""
+    if name not in MODEL_NAMES:
+        raise ValueError(f"unknown model {name!r}; choose from {list(MODEL_NAMES)}")
+
+
+def _check_image_path(path: str) -> None:
+    """Raise ``ValueError``, before any work, unless ``path`` ends in an image format
+    Matplotlib can write (``.png``, ``.pdf``, ``.svg``, ...)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    formats = FigureCanvasAgg(Figure()).get_supported_filetypes()
+    suffix = path.rsplit(".", 1)[-1].lower() if "." in path.rsplit("/", 1)[-1] else ""
+    if suffix not in formats:
+        raise ValueError(f"cannot save an image as {path!r}: name a file ending in .png, or "
+                         f"another format Matplotlib writes ({', '.join(sorted(formats))})")
+
+
 METHODS = ("back", "back-paper", "forward", "generalized")
 
 
@@ -157,20 +173,17 @@ def _cmd_invert(args: argparse.Namespace) -> int:
     from .result import target_distribution
     from .zoo import load_model
 
-    if args.name not in MODEL_NAMES:
-        print(f"unknown model {args.name!r}; choose from {list(MODEL_NAMES)}", file=sys.stderr)
-        return 2
+    _check_model_name(args.name)
     if args.method == "generalized" and args.name.startswith("fcnn"):
-        print("the generalized method inverts a ViT's head and backbone; for an FCNN use "
-              "--method back or forward", file=sys.stderr)
-        return 2
+        raise ValueError("the generalized method inverts a ViT's head and backbone; for an "
+                         "FCNN use --method back or forward")
     if args.warm_start and (args.name.startswith("fcnn") or args.method.startswith("back")):
-        print("--warm-start aligns a ViT's class token before LM: it needs a ViT and --method "
-              "forward or generalized", file=sys.stderr)
-        return 2
+        raise ValueError("--warm-start aligns a ViT's class token before LM: it needs a ViT "
+                         "and --method forward or generalized")
     if args.warm_start < 0:
-        print(f"--warm-start must be >= 0, got {args.warm_start}", file=sys.stderr)
-        return 2
+        raise ValueError(f"--warm-start must be >= 0, got {args.warm_start}")
+    if args.png:
+        _check_image_path(args.png)
     target = target_distribution(args.classes, p=args.p)   # refuses bad classes and P first
     model, card = load_model(args.name, profile=args.profile, progress=not args.no_progress,
                              data_root=args.data_root)
@@ -223,12 +236,9 @@ def _cmd_frontier(args: argparse.Namespace) -> int:
     from .frontier import peak_frontier
     from .zoo import load_model
 
-    if args.name not in MODEL_NAMES:
-        print(f"unknown model {args.name!r}; choose from {list(MODEL_NAMES)}", file=sys.stderr)
-        return 2
+    _check_model_name(args.name)
     if args.warm_start and args.name.startswith("fcnn"):
-        print("--warm-start aligns a ViT's class token: it needs a ViT", file=sys.stderr)
-        return 2
+        raise ValueError("--warm-start aligns a ViT's class token: it needs a ViT")
     model, _ = load_model(args.name, profile=args.profile, progress=not args.no_progress,
                           data_root=args.data_root)
     fr = peak_frontier(model, classes=args.classes, p_start=args.p_start, step=args.step,
@@ -254,6 +264,8 @@ def _cmd_figure3(args: argparse.Namespace) -> int:
 
     from .comparison import figure3, figure3_settings, plot_figure3
 
+    if args.png:
+        _check_image_path(args.png)
     fig3 = figure3(args.profile, figure3_settings(args.profile, seed=args.seed),
                    cache=not args.no_cache, progress=not args.no_progress)
     print(f"{len(fig3.table)} images ({'from the cache' if fig3.meta['from_cache'] else 'computed'}"
@@ -391,11 +403,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run one command; returns its exit status. Invalid settings that only the
-    library can judge (an ``InversionError`` or other ``ValueError``: a class out of
-    range, ``--p 1.2``, ``--max-cond 0.5``) exit with status 2 and the library's
-    message, and a model this machine's memory cannot train with status 1, instead
-    of a traceback."""
+    """Run one command; returns its exit status. Invalid settings exit with status 2
+    and ``nninvert <command>: error: <message>``, instead of a traceback: those the
+    command checks itself (an unknown model, ``--png`` not naming an image format,
+    ``--warm-start`` on an FCNN), before any model is loaded, and those that only the
+    library can judge (its ``InversionError`` or other ``ValueError``: a class out of
+    range, ``--p 1.2``, ``--max-cond 0.5``). A model this machine's memory cannot
+    train exits with status 1."""
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

@@ -70,7 +70,8 @@ def test_empty_cache_says_how_to_train(fresh_cache, capsys):
 
 def test_unknown_model_is_refused(capsys):
     assert cli.main(["train", "lenet", "--profile", "smoke"]) == 2
-    assert "unknown model" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert err.startswith("nninvert train: error: unknown model")
 
 
 def test_cuda_without_gpu_is_refused(capsys, monkeypatch):
@@ -156,7 +157,27 @@ def test_invert_reports_invalid_settings_without_a_traceback(argv, message, fres
 def test_invert_generalized_refuses_an_fcnn(capsys):
     assert cli.main(["invert", "fcnn1", "--profile", "smoke", "--method", "generalized",
                      "--no-progress"]) == 2
-    assert "ViT" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert err.startswith("nninvert invert: error:") and "ViT" in err
+
+
+@pytest.mark.parametrize("command", [["invert", "fcnn1"], ["figure3"]])
+@pytest.mark.parametrize("png", ["grid.txt", "grid", "out.d/grid"])
+def test_png_that_names_no_image_format_is_refused_before_any_work(command, png, tmp_path,
+                                                                   monkeypatch, capsys):
+    """Checked before a model is loaded or a method runs, not after minutes of work."""
+    from nninvert_lib import comparison, zoo
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("the command started working")
+
+    monkeypatch.setattr(zoo, "load_model", no_work)
+    monkeypatch.setattr(comparison, "figure3", no_work)
+    assert cli.main([*command, "--profile", "smoke", "--png", str(tmp_path / png)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"nninvert {command[0]}: error: cannot save an image as")
+    assert ".png" in err and "svg" in err
+    assert not list(tmp_path.iterdir())
 
 
 def test_invert_warm_start_runs_on_a_vit_and_is_refused_elsewhere(fresh_cache, capsys):
