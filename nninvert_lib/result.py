@@ -7,6 +7,8 @@ from ``|softmax(model(x)) - target| <= atol``, entry by entry.
 """
 from __future__ import annotations
 
+import numbers
+import operator
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -32,16 +34,24 @@ def target_distribution(cls: int | Sequence[int] | torch.Tensor, p: float = 0.9,
         float64 tensor whose rows sum to 1 and are strictly positive.
 
     Raises:
-        InversionError: ``p`` outside ``(0, 1)``, ``num_classes < 2``, or a class
-            outside ``0..K-1``.
+        InversionError: ``p`` not a number in ``(0, 1)``, ``num_classes < 2``, a
+            class outside ``0..K-1``, or ``cls`` not made of ints (a string, a float).
     """
     if num_classes < 2:
         raise InversionError(f"num_classes must be at least 2, got {num_classes}")
-    if not 0.0 < p < 1.0:
-        raise InversionError(f"p must lie strictly between 0 and 1 (every class needs "
-                             f"positive probability for the softmax to be invertible), got {p}")
-    scalar = isinstance(cls, int) or (torch.is_tensor(cls) and cls.ndim == 0)
-    classes = torch.as_tensor([int(cls)] if scalar else list(map(int, cls)), dtype=torch.long)
+    if torch.is_tensor(p) and p.ndim == 0:
+        p = p.item()
+    if isinstance(p, bool) or not isinstance(p, numbers.Real) or not 0.0 < p < 1.0:
+        raise InversionError(f"p must be a number strictly between 0 and 1 (every class needs "
+                             f"positive probability for the softmax to be invertible), got {p!r}")
+    p = float(p)
+    scalar = isinstance(cls, numbers.Integral) or (torch.is_tensor(cls) and cls.ndim == 0)
+    try:
+        classes = torch.as_tensor([operator.index(cls)] if scalar else
+                                  [operator.index(c) for c in cls], dtype=torch.long)
+    except TypeError:
+        raise InversionError(f"cls must be a class index or a sequence of them (ints), got "
+                             f"{cls!r}") from None
     if classes.numel() and (classes.min() < 0 or classes.max() >= num_classes):
         raise InversionError(f"classes must lie in 0..{num_classes - 1}, got {classes.tolist()}")
     out = torch.full((len(classes), num_classes), (1.0 - p) / (num_classes - 1),
@@ -150,13 +160,41 @@ def verify(model: nn.Module, inputs: torch.Tensor, target: torch.Tensor,
             :func:`~nninvert_lib.modelcopy.inversion_copy` runs, or for large
             models a :class:`~nninvert_lib.modelcopy.StreamedFloat64`).
         inputs: ``(n, *input_shape)``.
-        target: ``(n, K)`` probabilities.
+        target: ``(n, K)`` probabilities, or one row ``(K,)`` or ``(1, K)`` for
+            every input.
 
     Returns:
         ``(probs, converged)``: float64 ``(n, K)`` and bool ``(n,)``.
+
+    Raises:
+        InversionError: ``inputs`` not a tensor with a batch dimension, ``target``
+            with another number of rows than ``inputs``, a model that fails on
+            ``inputs`` (most often: their shape) or returns another K.
     """
+    if not torch.is_tensor(inputs) or inputs.ndim < 2:
+        raise InversionError(
+            "verify's inputs must be a tensor (n, *input_shape) with the batch dimension "
+            f"first, got {tuple(inputs.shape) if torch.is_tensor(inputs) else type(inputs).__name__}"
+            "; for one input x, pass x[None]")
+    target = torch.as_tensor(target)
+    if target.ndim == 1:
+        target = target[None]
+    if target.ndim != 2 or len(target) not in (1, len(inputs)):
+        raise InversionError(f"verify got {len(inputs)} inputs but a target of shape "
+                             f"{tuple(target.shape)}; pass one row (K,) for all of them or "
+                             f"one row per input ({len(inputs)}, K)")
     x = inputs.to(torch.float64)
-    probs = torch.softmax(float64_forward(model)(x), dim=-1)
+    try:
+        logits = float64_forward(model)(x)
+    except RuntimeError as err:         # most often inputs of the wrong shape
+        if isinstance(err, torch.OutOfMemoryError):
+            raise
+        raise InversionError(f"the model fails on inputs of shape {tuple(inputs.shape)} "
+                             f"({err})") from err
+    if logits.shape[-1] != target.shape[-1]:
+        raise InversionError(f"the model returns {logits.shape[-1]} logits per input but the "
+                             f"target has {target.shape[-1]} classes")
+    probs = torch.softmax(logits, dim=-1)
     finite = torch.isfinite(x.reshape(len(x), -1)).all(dim=1) & torch.isfinite(probs).all(dim=1)
     ok = finite & ((probs - target.to(probs)).abs() <= atol).all(dim=1)
     return probs, ok

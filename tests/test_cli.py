@@ -143,7 +143,7 @@ def test_invert_counts_the_requested_class_even_when_it_is_not_the_likeliest(fre
 
 @pytest.mark.parametrize("argv, message", [
     (["--classes", "12"], "classes must lie in 0..9"),
-    (["--p", "1.2"], "p must lie strictly between 0 and 1"),
+    (["--p", "1.2"], "p must be a number strictly between 0 and 1"),
     (["--n", "0"], "n_samples must be an int >= 1"),
     (["--max-cond", "0.5", "--classes", "1", "--n", "1"], "max_cond must be >= 1"),
 ])

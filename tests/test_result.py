@@ -1,11 +1,12 @@
 """Targets, results and the checks on a model's outputs (``nninvert_lib.result``)."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
 from nninvert_lib.errors import InversionError
-from nninvert_lib.result import check_logits
+from nninvert_lib.result import check_logits, target_distribution, verify
 
 
 def test_probabilities_are_refused_with_the_remedy():
@@ -24,3 +25,57 @@ def test_probabilities_are_refused_with_the_remedy():
 ])
 def test_logits_and_log_probabilities_pass(out):
     check_logits(out)
+
+
+@pytest.mark.parametrize("cls, shape", [
+    (3, (10,)), (np.int64(3), (10,)), (torch.tensor(3), (10,)),
+    ([1, 2], (2, 10)), (np.array([1, 2]), (2, 10)), (torch.tensor([1, 2]), (2, 10)),
+    (range(3), (3, 10)),
+])
+def test_target_distribution_takes_ints_of_any_kind(cls, shape):
+    t = target_distribution(cls, p=np.float32(0.5))
+    assert t.shape == shape and t.dtype == torch.float64
+    assert torch.allclose(t.reshape(-1, 10).sum(dim=1), torch.ones(1, dtype=torch.float64))
+    assert (t.reshape(-1, 10).max(dim=1).values == 0.5).all()
+
+
+@pytest.mark.parametrize("cls", ["3", "12", 3.0, [1.5], None, torch.tensor([1.0])])
+def test_target_distribution_refuses_classes_that_are_not_ints(cls):
+    """A string is not read digit by digit ("12" is not classes 1 and 2)."""
+    with pytest.raises(InversionError, match="cls must be a class index"):
+        target_distribution(cls)
+
+
+@pytest.mark.parametrize("p", ["0.9", [0.9], True, 1.0, 0.0, float("nan"), None])
+def test_target_distribution_refuses_a_p_that_is_not_a_probability(p):
+    with pytest.raises(InversionError, match="p must be a number strictly between 0 and 1"):
+        target_distribution(2, p=p)
+
+
+@pytest.fixture
+def tiny():
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 4))
+
+
+def test_verify_takes_one_target_row_for_every_input(tiny):
+    x = torch.randn(5, 12)
+    probs = torch.softmax(tiny(x).double(), dim=1)
+    row = probs[2]
+    p1, ok1 = verify(tiny, x, row)
+    p2, ok2 = verify(tiny, x, row.expand(5, -1))
+    assert torch.equal(p1, p2) and torch.equal(ok1, ok2)
+    assert ok1[2] and ok1.sum() < 5
+
+
+@pytest.mark.parametrize("inputs, target, message", [
+    (torch.randn(12), torch.full((4,), 0.25), "batch dimension first"),
+    ([[0.0] * 12], torch.full((4,), 0.25), "must be a tensor"),
+    (torch.randn(3, 12), torch.full((2, 4), 0.25), r"3 inputs but a target of shape \(2, 4\)"),
+    (torch.randn(3, 7), torch.full((4,), 0.25), r"fails on inputs of shape \(3, 7\)"),
+    (torch.randn(3, 12), torch.full((10,), 0.1), "returns 4 logits per input but the target "
+                                                 "has 10 classes"),
+])
+def test_verify_names_what_does_not_fit(tiny, inputs, target, message):
+    with pytest.raises(InversionError, match=message):
+        verify(tiny, inputs, target)
