@@ -135,6 +135,14 @@ def candidate_roots(root: str | os.PathLike | None = None) -> list[Path]:
     return roots
 
 
+def _check_split(split: str) -> None:
+    """Raise ``ValueError`` unless ``split`` is one of ``SPLITS``."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}" + (
+            " (the 10,000 digits of MNIST's test set are the 'val' split)"
+            if split == "test" else ""))
+
+
 def original_files_present(split: str = "train", root: str | os.PathLike | None = None) -> bool:
     """Whether the original MNIST files of ``split`` are in one of :func:`candidate_roots`.
 
@@ -142,8 +150,7 @@ def original_files_present(split: str = "train", root: str | os.PathLike | None 
     :func:`load_mnist` would use, e.g. to find a cached model's key. Files that
     are present but unreadable still count: :func:`load_mnist` then falls back.
     """
-    if split not in SPLITS:
-        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    _check_split(split)
     images_name, labels_name, _ = _FILES[split]
     return any(_find(r / "MNIST" / "raw", images_name) and _find(r / "MNIST" / "raw", labels_name)
                for r in candidate_roots(root))
@@ -168,8 +175,7 @@ def load_mnist(split: str = "train", root: str | os.PathLike | None = None,
         ValueError: ``split`` is not one of ``"train"``, ``"val"``.
         FileNotFoundError: no source worked and ``allow_subset`` is False.
     """
-    if split not in SPLITS:
-        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    _check_split(split)
     if download is None:
         download = os.environ.get("NNINVERT_DOWNLOAD", "1") != "0"
     problems: list[str] = []

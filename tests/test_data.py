@@ -126,8 +126,12 @@ def test_no_subset_allowed_raises(tmp_path, no_env_data):
 
 
 def test_unknown_split_raises():
-    with pytest.raises(ValueError, match="split must be one of"):
-        nni.load_mnist("test")
+    with pytest.raises(ValueError, match="split must be one of") as err:
+        nni.load_mnist("train2")
+    assert "test set" not in str(err.value)
+    for check in (nni.load_mnist, data_mod.original_files_present):
+        with pytest.raises(ValueError, match="MNIST's test set are the 'val' split"):
+            check("test")
 
 
 @pytest.mark.skipif(not os.environ.get("NNINVERT_DATA"), reason="original MNIST files not here")
