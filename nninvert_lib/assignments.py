@@ -638,26 +638,39 @@ def _cmd_grade(args: argparse.Namespace) -> int:
             print(f"error: --param expects NAME=VALUE, got {item!r}", file=sys.stderr)
             return 2
         parameters[key] = _parse_value(value)
+    failed: list[str] = []
     for submission in args.submissions:
-        source = args.source
-        if source is None and not args.visible_only:
-            source = default_source(submission)
-            if source is None:
-                print(f"note: no instructor notebook found for {submission}; grading with "
-                      f"its own visible tests (pass --source)", file=sys.stderr)
         out = None
         if args.out:
             out = (Path(args.out) / f"{Path(submission).stem}.json"
                    if len(args.submissions) > 1 or Path(args.out).is_dir() else args.out)
         try:
+            if not Path(submission).is_file():
+                raise FileNotFoundError("no such notebook")
+            source = args.source
+            if source is None and not args.visible_only:
+                source = default_source(submission)
+                if source is None:
+                    print(f"note: no instructor notebook found for {submission}; grading "
+                          f"with its own visible tests (pass --source)", file=sys.stderr)
             report = grade_notebook(submission, source, parameters=parameters,
                                     timeout=args.timeout, out=out)
         except (ValueError, FileNotFoundError) as exc:
+            # one unreadable submission must not stop the grading of the others
             print(f"error: {submission}: {exc}", file=sys.stderr)
-            return 2
+            failed.append(str(submission))
+            if out:
+                Path(out).parent.mkdir(parents=True, exist_ok=True)
+                Path(out).write_text(json.dumps({"notebook": str(submission), "score": None,
+                                                 "error": str(exc)}, indent=2) + "\n")
+            continue
         print(_summary(report))
         if out:
             print(f"  report: {out}")
+    if failed:
+        print(f"{len(failed)} of {len(args.submissions)} submission(s) could not be graded: "
+              f"{', '.join(failed)}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -676,7 +689,9 @@ def add_subcommands(parser: argparse.ArgumentParser) -> None:
 
     p = sub.add_parser("grade", help="execute and score submitted notebooks (JSON report)",
                        description="Run submitted notebooks headless, with the instructor's "
-                       "graded cells put back, and score them.")
+                       "graded cells put back, and score them. A submission that cannot be "
+                       "read is reported (its JSON report holds the error) and the others are "
+                       "still graded; the exit status is then 2.")
     p.add_argument("submissions", nargs="+", metavar="NOTEBOOK", help="submitted notebooks")
     p.add_argument("--source", default=None,
                    help="the instructor notebook (default: the one of the same assignment in "

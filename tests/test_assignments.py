@@ -305,3 +305,27 @@ def test_command_line_makes_student_versions(tmp_path, capsys):
     assert sorted(p.name for p in tmp_path.glob("*.ipynb")) == [p.name for p in SOURCES]
     assert "wrote" in capsys.readouterr().out
     assert asg.main(["make", str(tmp_path / "missing.ipynb"), str(tmp_path / "x")]) == 2
+
+
+def test_an_unreadable_submission_does_not_stop_the_others(tmp_path, capsys):
+    """Grading a class: a corrupt or missing notebook is reported, with a JSON report
+    saying why, and the submissions after it are still graded."""
+    src = tmp_path / "tiny.ipynb"
+    nbformat.write(_tiny_assignment(), src)
+    good = tmp_path / "student" / "good.ipynb"
+    asg.make_student_version(src, good)
+    corrupt = tmp_path / "student" / "corrupt.ipynb"
+    corrupt.write_text("not a notebook")
+    missing = tmp_path / "student" / "missing.ipynb"
+    out = tmp_path / "grades"
+    out.mkdir()
+    argv = ["grade", str(corrupt), str(missing), str(good), "--source", str(src),
+            "--out", str(out)]
+    assert asg.main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"error: {corrupt}:" in err and f"error: {missing}: no such notebook" in err
+    assert "2 of 3 submission(s) could not be graded" in err
+    assert json.loads((out / "good.json").read_text())["max_score"] == 6.0
+    for bad in ("corrupt", "missing"):
+        report = json.loads((out / f"{bad}.json").read_text())
+        assert report["score"] is None and report["error"]
