@@ -110,7 +110,11 @@ def _train_in_parallel(names: list[str], args: argparse.Namespace) -> int:
 def _cmd_models(args: argparse.Namespace) -> int:
     from .zoo import cached_cards
 
-    cards = cached_cards(args.profile)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        cards = cached_cards(args.profile)
+    for w in caught:
+        print(f"warning: {w.message}", file=sys.stderr)
     if args.json:
         print(json.dumps(cards, indent=2))
     elif not cards:

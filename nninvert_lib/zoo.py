@@ -280,12 +280,18 @@ def load_models(names: Sequence[str] = MODEL_NAMES, profile: str = "quick", *,
 
 
 def cached_cards(profile: str | None = None) -> list[dict]:
-    """Model cards of every cached checkpoint (optionally of one profile), newest first."""
+    """Model cards of every cached checkpoint (optionally of one profile), newest
+    first. A card that cannot be read is left out with a :class:`CheckpointWarning`
+    (loading its model retrains it)."""
     cards = []
     for card_path in paths.models_dir().glob("*.json"):
         try:
             card = json.loads(card_path.read_text())
-        except Exception:
+            if not isinstance(card, dict):
+                raise ValueError(f"a JSON {type(card).__name__}, not a model card")
+        except (OSError, ValueError) as exc:
+            warnings.warn(CheckpointWarning(f"model card {card_path} is unreadable ({exc}); "
+                                            "loading that model trains it again"), stacklevel=2)
             continue
         if profile is None or card.get("profile") == profile:
             card["path"] = str(card_path.with_suffix(".pt"))

@@ -47,6 +47,21 @@ def test_cache_hit_loads_without_training(fresh_cache, monkeypatch):
     assert len(nni.cached_cards("smoke")) == 1 and nni.cached_cards("paper") == []
 
 
+@pytest.mark.parametrize("text", ["{bad", "[1, 2]"])
+def test_an_unreadable_card_is_listed_as_such(fresh_cache, text, capsys):
+    """``cached_cards`` (and ``nninvert models``) say which card they cannot read,
+    instead of listing the cache as empty."""
+    _, card = _load()
+    zoo.checkpoint_path("fcnn2", card["key"]).with_suffix(".json").write_text(text)
+    with pytest.warns(nni.CheckpointWarning, match="model card .* is unreadable"):
+        assert nni.cached_cards() == []
+    from nninvert_lib import cli
+
+    assert cli.main(["models"]) == 0
+    err = capsys.readouterr().err
+    assert err.startswith("warning: model card") and "trains it again" in err
+
+
 def test_changed_config_is_a_miss(fresh_cache):
     _, a = _load()
     _, b = nni.load_model("fcnn2", "smoke", config=TINY.replace(lr=0.01), progress=False)
