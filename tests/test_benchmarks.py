@@ -164,3 +164,40 @@ def test_training_memory_bound_is_below_the_measured_peak():
     assert row["ok"], row.get("error")
     assert 100 < row["bound_mb"] <= row["peak_mb"]
     assert 0.0 <= row["val_accuracy"] <= 1.0
+
+
+def test_margin_preimage_clears_every_unit_by_the_margin():
+    """``leaky_margins.py``: the program's answer is a preimage whose every hidden
+    unit clears zero by ``mu·u·R·‖M_i‖₁``; a larger ``mu`` than the largest feasible
+    one is infeasible."""
+    import numpy as np
+
+    from nninvert_lib import pattern_walk as pw
+
+    margins = bench_module("leaky_margins")
+    torch.manual_seed(2)
+    net = nni.make_fcnn([17, 13, 10], "leaky_relu", negative_slope=0.01).eval()
+    layers = pw.piecewise_layers(nni.plan_back_pass(net).steps)
+    z = torch.log(nni.target_distribution(4, 0.9)).numpy()
+    x0 = pw.backward_walk(layers, z)
+    # |a_i| <= u·R·‖M_i‖₁ / u: no margin beyond 1/u = 2^24 is possible
+    mu, too_much = margins.largest_margin(layers, x0, z, high=2.0 ** 25, steps=20)
+    assert 0 < mu < too_much < 2.0 ** 24 and too_much / mu < 1.1
+    x, R = margins.margin_preimage(layers, x0, z, mu)
+    assert pw._residual(layers, x, z) < 1e-8 * (1 + np.abs(z).max())
+    assert np.abs(x).max() <= R * (1 + 1e-9)
+    pre, _ = pw.forward(layers, x)
+    hidden, _ = pw._affine(layers, pw._signs(pre))
+    for (M, _), a in zip(hidden, pre):
+        assert (np.abs(a) >= 0.999 * mu * margins.U * R * np.abs(M).sum(axis=1)).all()
+    assert margins.margin_preimage(layers, x0, z, too_much * 1.01) is None
+
+
+def test_leaky_margins_writes_one_row_per_class(tmp_path):
+    margins = bench_module("leaky_margins")
+    out = margins.main(["--depth", "2", "--classes", "3", "8", "--out", str(tmp_path)])
+    assert [r["class"] for r in out["rows"]] == [3, 8]
+    for r in out["rows"]:
+        assert r["rounded_error"] < 1e-3 and 0 < r["largest_margin"] <= 1
+    table = (tmp_path / f"{out['date']}-{out['host']}-leaky-margins-depth2.md").read_text()
+    assert table.count("\n| 3 |") == 1 and "largest feasible margin μ" in table
