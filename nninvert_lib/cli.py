@@ -154,11 +154,13 @@ def _check_model_name(name: str) -> None:
 def _check_image_path(path: str) -> None:
     """Raise ``ValueError``, before any work, unless ``path`` ends in an image format
     Matplotlib can write (``.png``, ``.pdf``, ``.svg``, ...)."""
+    from pathlib import Path
+
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     formats = FigureCanvasAgg(Figure()).get_supported_filetypes()
-    suffix = path.rsplit(".", 1)[-1].lower() if "." in path.rsplit("/", 1)[-1] else ""
+    suffix = Path(path).suffix[1:].lower()
     if suffix not in formats:
         raise ValueError(f"cannot save an image as {path!r}: name a file ending in .png, or "
                          f"another format Matplotlib writes ({', '.join(sorted(formats))})")
