@@ -93,7 +93,6 @@ from __future__ import annotations
 import argparse
 import copy
 import datetime as _dt
-import json
 import math
 import platform
 import time
@@ -103,6 +102,7 @@ import torch
 
 import nninvert_lib as nni
 from nninvert_lib.models.fcnn import make_fcnn
+from report import write_experiment
 
 HERE = Path(__file__).resolve().parent
 
@@ -424,9 +424,6 @@ def main(argv: list[str] | None = None) -> dict:
     out = {"date": _dt.date.today().isoformat(), "host": platform.node(),
            "torch": torch.__version__, "n_per_class": args.n, "milp_bound": args.milp_bound,
            "rows": rows}
-    args.out.mkdir(parents=True, exist_ok=True)
-    stem = args.out / f"{out['date']}-{out['host']}-leaky-depth"
-    stem.with_suffix(".json").write_text(json.dumps(out, indent=1))
     head = ("| slope | width ratio | depth | input width | verified | largest input entry | "
             "targets walked: verified / walked | seconds |")
     rule = "|---:|---:|---:|---:|---:|---:|---:|---:|"
@@ -479,8 +476,7 @@ def main(argv: list[str] | None = None) -> dict:
         elif args.milp_bound is not None:
             line += " — | — | — |"
         lines.append(line)
-    stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
-    print(f"wrote {stem}.json and .md")
+    write_experiment(args.out, "leaky-depth", out, "\n".join(lines) + "\n")
     return out
 
 

@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
-import json
 import platform
 import time
 from pathlib import Path
@@ -53,6 +52,7 @@ from nninvert_lib import pattern_walk as pw
 from nninvert_lib.models.fcnn import make_fcnn
 
 from leaky_depth import narrowing_widths
+from report import write_experiment
 
 HERE = Path(__file__).resolve().parent
 #: float32's unit roundoff: rounding moves an entry x by at most U·|x|
@@ -154,11 +154,7 @@ def main(argv: list[str] | None = None) -> dict:
     out = {"date": _dt.date.today().isoformat(), "host": platform.node(),
            "torch": torch.__version__, "slope": args.slope, "ratio": args.ratio,
            "depth": args.depth, "input_width": widths[0], "rows": rows}
-    args.out.mkdir(parents=True, exist_ok=True)
-    stem = args.out / f"{out['date']}-{out['host']}-leaky-margins-depth{args.depth}"
-    stem.with_suffix(".json").write_text(json.dumps(out, indent=1))
-    stem.with_suffix(".md").write_text(table(out))
-    print(f"wrote {stem}.json and .md")
+    write_experiment(args.out, f"leaky-margins-depth{args.depth}", out, table(out))
     return out
 
 

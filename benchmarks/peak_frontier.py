@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
-import json
 import math
 import platform
 from pathlib import Path
@@ -27,6 +26,7 @@ from pathlib import Path
 import torch
 
 import nninvert_lib as nni
+from report import write_experiment
 from vit_budget import budget_config
 
 HERE = Path(__file__).resolve().parent
@@ -82,12 +82,8 @@ def main(argv: list[str] | None = None) -> dict:
            "seconds": fr.info["seconds"], "rows": fr.rows(), "start_p": fr.info["start_p"],
            "history": fr.history, "validation_peak": validation_peaks(model)}
     print(report(out))
-    args.out.mkdir(parents=True, exist_ok=True)
     suffix = "" if args.steps is None else f"-{args.steps}"
-    stem = args.out / f"{out['date']}-{out['host']}-peak-frontier{suffix}"
-    stem.with_suffix(".json").write_text(json.dumps(out, indent=1))
-    stem.with_suffix(".md").write_text(report(out))
-    print(f"wrote {stem}.json and .md")
+    write_experiment(args.out, f"peak-frontier{suffix}", out, report(out))
     return out
 
 

@@ -434,3 +434,15 @@ def write_reports(results: dict, out: Path, stem: str, latest: bool) -> list[Pat
             shutil.copyfile(png, out / "latest-scaling.png")
             paths.append(out / "latest-scaling.png")
     return paths
+
+
+def write_experiment(out_dir: Path, name: str, out: dict, markdown: str) -> Path:
+    """Write an experiment's results, ``out`` (which holds ``date`` and ``host``), as
+    ``<out_dir>/<date>-<host>-<name>.json`` and ``markdown`` beside it (``.md``),
+    creating ``out_dir``; prints and returns that stem."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stem = out_dir / f"{out['date']}-{out['host']}-{name}"
+    stem.with_suffix(".json").write_text(json.dumps(out, indent=1))
+    stem.with_suffix(".md").write_text(markdown)
+    print(f"wrote {stem}.json and .md")
+    return stem

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
-import json
 import platform
 import time
 from pathlib import Path
@@ -41,6 +40,7 @@ import torch
 
 import nninvert_lib as nni
 from nninvert_lib.profiles import train_config
+from report import write_experiment
 
 HERE = Path(__file__).resolve().parent
 
@@ -131,11 +131,7 @@ def main(argv: list[str] | None = None) -> dict:
                                                             else None), "seconds": sec}
         print(f"{name}: {sum(verified)}/{len(res.converged)} verified, per class {verified}, "
               f"{sec:.1f} s")
-    args.out.mkdir(parents=True, exist_ok=True)
-    stem = args.out / f"{out['date']}-{out['host']}-vit-budget{'-quick' if args.quick else ''}"
-    stem.with_suffix(".json").write_text(json.dumps(out, indent=1))
-    stem.with_suffix(".md").write_text(report(out))
-    print(f"wrote {stem}.json and .md")
+    write_experiment(args.out, f"vit-budget{'-quick' if args.quick else ''}", out, report(out))
     return out
 
 
