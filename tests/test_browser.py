@@ -368,7 +368,7 @@ def test_screenshots_of_three_chapters(site, chrome):
     assert chosen, "no chapters to photograph"
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     for name in chosen:
-        page = look_at(chrome, f"{site.base}/{name}.html")
+        look_at(chrome, f"{site.base}/{name}.html")
         shots = [SCREENSHOTS / f"{Path(name).name}.png"]
         assert chrome.save_screenshot(str(shots[0]))
         if chrome.execute_script(_SCROLL_TO_FIRST_VISIBLE_WIDGET):  # and one of the widgets
