@@ -159,7 +159,8 @@ from torch import nn
 from .errors import InversionError
 from .modelcopy import (DROPOUTS, flatten_sequential, inversion_copy, model_dtype_device,
                         with_fast_activations)
-from .result import DEFAULT_ATOL, InversionResult, check_logits, check_target, verify
+from .result import (DEFAULT_ATOL, InversionResult, call_model, check_logits, check_target,
+                     verify)
 
 RESIDUALS: tuple[str, ...] = ("logit", "prob", "logprob", "wlogit")
 METHODS: tuple[str, ...] = ("lm", "scipy")
@@ -933,13 +934,11 @@ def levenberg_marquardt(model: nn.Module, x0: torch.Tensor, target: torch.Tensor
     k = tgt.shape[1]
     if n:
         with torch.no_grad():
-            try:
-                probe = net(x0[:1].to(device=device, dtype=work))
-            except RuntimeError as err:         # most often an input of the wrong shape
-                raise InversionError(
-                    f"the model fails on one input of shape {input_shape} ({err}); if that "
-                    "shape is wrong, pass the shape of one input, without the batch "
-                    "dimension (forward_pass_inv's input_shape=, e.g. (784,))") from err
+            probe = call_model(net, x0[:1].to(device=device, dtype=work),
+                               f"one input of shape {input_shape}",
+                               "; if that shape is wrong, pass the shape of one input, without "
+                               "the batch dimension (forward_pass_inv's input_shape=, e.g. "
+                               "(784,))")
         check_logits(probe)
         k = probe.shape[-1]
     target64 = check_target(tgt, num_classes=k)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numbers
 import operator
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -114,6 +114,19 @@ def check_logits(out: torch.Tensor) -> None:
                              f"sums to 1): {PROBABILITIES_REFUSED}")
 
 
+def call_model(model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, what: str,
+               remedy: str = "") -> torch.Tensor:
+    """``model(x)``, with a failure of the model (a ``RuntimeError`` other than
+    running out of memory: most often inputs of the wrong shape) raised as an
+    ``InversionError``: ``the model fails on <what> (<torch's message>)<remedy>``."""
+    try:
+        return model(x)
+    except RuntimeError as err:
+        if isinstance(err, torch.OutOfMemoryError):
+            raise
+        raise InversionError(f"the model fails on {what} ({err}){remedy}") from err
+
+
 @dataclass
 class InversionResult:
     """What an inversion produced (modelled on ``scipy.optimize.OptimizeResult``).
@@ -184,13 +197,7 @@ def verify(model: nn.Module, inputs: torch.Tensor, target: torch.Tensor,
                              f"{tuple(target.shape)}; pass one row (K,) for all of them or "
                              f"one row per input ({len(inputs)}, K)")
     x = inputs.to(torch.float64)
-    try:
-        logits = float64_forward(model)(x)
-    except RuntimeError as err:         # most often inputs of the wrong shape
-        if isinstance(err, torch.OutOfMemoryError):
-            raise
-        raise InversionError(f"the model fails on inputs of shape {tuple(inputs.shape)} "
-                             f"({err})") from err
+    logits = call_model(float64_forward(model), x, f"inputs of shape {tuple(inputs.shape)}")
     if logits.shape[-1] != target.shape[-1]:
         raise InversionError(f"the model returns {logits.shape[-1]} logits per input but the "
                              f"target has {target.shape[-1]} classes")
