@@ -16,9 +16,11 @@ Examples::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import warnings
+from collections.abc import Iterator
 
 from .assignments import add_subcommands as add_assignment_subcommands
 from .data import load_mnist
@@ -34,6 +36,17 @@ def _accuracy_row(card: dict) -> str:
             f"n_val={card['n_val']:<6} data={card['data']['train']['source']:<15} "
             f"init={'pretrained' if card['arch'].get('pretrained') else 'random'}  "
             f"{card['train_seconds']:.0f}s")
+
+
+@contextlib.contextmanager
+def _warnings_to_stderr() -> Iterator[None]:
+    """Print each warning raised in the block as ``warning: <message>`` on stderr
+    (after the block), not with Python's file and line."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield
+    for w in caught:
+        print(f"warning: {w.message}", file=sys.stderr)
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -110,11 +123,8 @@ def _train_in_parallel(names: list[str], args: argparse.Namespace) -> int:
 def _cmd_models(args: argparse.Namespace) -> int:
     from .zoo import cached_cards
 
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
+    with _warnings_to_stderr():
         cards = cached_cards(args.profile)
-    for w in caught:
-        print(f"warning: {w.message}", file=sys.stderr)
     if args.json:
         print(json.dumps(cards, indent=2))
     elif not cards:
@@ -126,12 +136,9 @@ def _cmd_models(args: argparse.Namespace) -> int:
 
 
 def _cmd_data(args: argparse.Namespace) -> int:
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
+    with _warnings_to_stderr():
         train, val = (load_mnist(s, root=args.data_root, download=not args.no_download)
                       for s in ("train", "val"))
-    for w in caught:
-        print(f"warning: {w.message}", file=sys.stderr)
     for data in (train, val):
         print(f"{data.split:<5} {len(data):>6} images  source={data.source}  from {data.location}")
     return 0
