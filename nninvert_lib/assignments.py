@@ -561,12 +561,17 @@ def grade_notebook(path: str | Path, source: str | Path | None = None, *,
         "grader": "nninvert_lib.assignments (nbgrader conventions, metadata schema 3)",
     }
     if out is not None:
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
-        Path(out).write_text(json.dumps(report, indent=2) + "\n")
+        _write_json(out, report)
     if executed is not None:
         Path(executed).parent.mkdir(parents=True, exist_ok=True)
         _nbformat().write(nb, executed)
     return report
+
+
+def _write_json(path: str | Path, report: Mapping[str, Any]) -> None:
+    """Write a grading ``report`` to ``path`` as JSON, creating its folder."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(report, indent=2) + "\n")
 
 
 def default_source(submission: str | Path) -> Path | None:
@@ -660,9 +665,7 @@ def _cmd_grade(args: argparse.Namespace) -> int:
             print(f"error: {submission}: {exc}", file=sys.stderr)
             failed.append(str(submission))
             if out:
-                Path(out).parent.mkdir(parents=True, exist_ok=True)
-                Path(out).write_text(json.dumps({"notebook": str(submission), "score": None,
-                                                 "error": str(exc)}, indent=2) + "\n")
+                _write_json(out, {"notebook": str(submission), "score": None, "error": str(exc)})
             continue
         print(_summary(report))
         if out:
