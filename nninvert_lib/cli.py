@@ -347,13 +347,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-rounds", type=int, default=4,
                    help="calls at most with --n-verified (default 4)")
     p.add_argument("--p", type=float, default=0.9, help="target probability (default 0.9)")
-    p.add_argument("--std", type=float, default=0.1, help="null-space noise Std (default 0.1)")
-    p.add_argument("--max-cond", type=float, default=100.0, help="SVD threshold (default 100)")
+    p.add_argument("--std", type=float, default=0.1, help="null-space noise: random null-space components of norm STD·‖x_p‖ "
+                   "(default 0.1; 0 adds none)")
+    p.add_argument("--max-cond", type=float, default=100.0, help="SVD threshold: keep the singular values "
+                   "σ ≥ σ_max / MAX_COND (default 100)")
     p.add_argument("--warm-start", type=int, default=0, metavar="STEPS",
                    help="ViT, forward or generalized: Adam steps aligning the class token "
                         "before LM (default 0; 200 helps a weakly trained ViT at high p)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.add_argument("--profile", choices=PROFILES, default="quick", help="which trained model")
+    p.add_argument("--profile", choices=PROFILES, default="quick",
+                   help="which trained model (default quick)")
     p.add_argument("--out", default=None, help="save inputs, probabilities and flags (.pt)")
     p.add_argument("--png", default=None, help="save a grid of the first 100 images (.png)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
@@ -381,7 +384,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warm-start", type=int, default=0, metavar="STEPS",
                    help="ViT: Adam steps aligning the class token before the first solve")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.add_argument("--profile", choices=PROFILES, default="quick", help="which trained model")
+    p.add_argument("--profile", choices=PROFILES, default="quick",
+                   help="which trained model (default quick)")
     p.add_argument("--json", default=None, help="save the table and the history (.json)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.add_argument("--data-root", default=None, help="folder holding MNIST/raw/")
