@@ -147,6 +147,52 @@ def test_round_preimage_cancels_most_of_the_rounding_error(deep_leaky, unrounded
     assert missed >= 2
 
 
+def test_round_successive_fixes_the_entries_one_at_a_time_and_stays_a_preimage(
+        deep_leaky, unrounded_walks):
+    """_round_successive: every entry but the ``keep`` smallest holds a float32
+    value, and the point is still nearly a preimage in float64 (the free entries
+    absorbed most of each rounding error: what is left is at most an eighth of
+    what plain rounding leaves), close to the walked one; the greedy search
+    finishes it within the target."""
+    layers = _layers(deep_leaky)
+    for c, (x, plain) in enumerate(zip(*unrounded_walks)):
+        z = np.log(TEN[c].double().numpy())
+        xs = pattern_walk._round_successive(layers, x, z, torch.float32, keep=5)
+        fixed = np.argsort(-np.abs(x))[:-5]
+        np.testing.assert_array_equal(xs[fixed], xs[fixed].astype(np.float32))
+        assert not np.array_equal(xs, xs.astype(np.float32))     # the 5 left are not
+        assert np.abs(xs - x).max() <= 1e-3 * np.abs(x).max()
+        exact = pattern_walk._probability_error(pattern_walk.forward(layers, x)[1], z)
+        after = pattern_walk._probability_error(pattern_walk.forward(layers, xs)[1], z)
+        assert exact < 1e-10 and after <= min(plain / 8, 2.5e-5) + 1e-8
+        xr, err = pattern_walk._round_greedy(layers, xs, z, torch.float32, 2.5e-4, 400, 256)
+        assert err <= 2.5e-4
+        assert verify(deep_leaky, torch.from_numpy(xr)[None].float(), TEN[c:c + 1])[1].all()
+
+
+def test_round_preimage_tries_the_successive_rounding_where_the_greedy_search_misses(
+        deep_leaky, unrounded_walks, monkeypatch):
+    """round_preimage starts the greedy search again from _round_successive where
+    its first search misses ``good`` (here set below what it reaches), and keeps the
+    better answer; where the first search meets ``good`` it does not."""
+    layers = _layers(deep_leaky)
+    calls = []
+    successive = pattern_walk._round_successive
+
+    def spy(*args, **kwargs):
+        calls.append(1)
+        return successive(*args, **kwargs)
+
+    monkeypatch.setattr(pattern_walk, "_round_successive", spy)
+    x, z = unrounded_walks[0][1], np.log(TEN[1].double().numpy())
+    greedy = pattern_walk._round_greedy(layers, x, z, torch.float32, 1e-7, 400, 256)[1]
+    assert greedy > 1e-7
+    xr, err = pattern_walk.round_preimage(layers, x, z, torch.float32, good=1e-7)
+    assert calls == [1] and err <= greedy
+    pattern_walk.round_preimage(layers, x, z, torch.float32, good=max(greedy, 1e-6) * 1.01)
+    assert calls == [1]
+
+
 def test_back_pass_inv_rounds_the_samples_that_still_miss(deep_leaky, unrounded_walks):
     """Its last step: float64 preimages that miss once rounded to float32 are
     rounded entry by entry (stage "rounded")."""
