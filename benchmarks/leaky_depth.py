@@ -315,6 +315,13 @@ def direction_spread(net: torch.nn.Module, n: int = 1000,
     return out
 
 
+def classes_short(res: nni.InversionResult, n: int) -> list[int]:
+    """The target classes (argmax of each target row) with fewer than ``n`` verified
+    samples in ``res``."""
+    cls = res.target.argmax(dim=1)
+    return [int(c) for c in cls.unique() if int(res.converged[cls == c].sum()) < n]
+
+
 def _largest_entry(x: torch.Tensor) -> float | None:
     """``max |x|`` in float64, or None where it is not finite (the input overflowed)."""
     big = float(x.double().abs().max())
@@ -374,6 +381,7 @@ def main(argv: list[str] | None = None) -> dict:
                              "max_abs_input": _largest_entry(res.inputs),
                              "walked": res.info["pattern_walks"],
                              "walk_verified": res.info["pattern_walks_verified"],
+                             "classes_short": classes_short(res, args.n),
                              "seconds": time.perf_counter() - t})
                 if args.continuation:
                     t = time.perf_counter()
@@ -425,8 +433,9 @@ def main(argv: list[str] | None = None) -> dict:
            "torch": torch.__version__, "n_per_class": args.n, "milp_bound": args.milp_bound,
            "rows": rows}
     head = ("| slope | width ratio | depth | input width | verified | largest input entry | "
-            "targets walked: verified / walked | seconds |")
-    rule = "|---:|---:|---:|---:|---:|---:|---:|---:|"
+            f"targets walked: verified / walked | classes with fewer than {args.n} verified | "
+            "seconds |")
+    rule = "|---:|---:|---:|---:|---:|---:|---:|---|---:|"
     if args.continuation:
         head += (" continuation: verified | its largest input entry | slope where LM "
                  "first stalls |")
@@ -453,7 +462,8 @@ def main(argv: list[str] | None = None) -> dict:
     for r in rows:
         line = (f"| {r['slope']} | {r['ratio']} | {r['depth']} | {r['input_width']} | "
                 f"{r['success_rate']:.0%} | {_largest(r['max_abs_input'])} | "
-                f"{r['walk_verified']} / {r['walked']} | {r['seconds']:.1f} |")
+                f"{r['walk_verified']} / {r['walked']} | "
+                f"{', '.join(map(str, r['classes_short'])) or '—'} | {r['seconds']:.1f} |")
         c = r.get("continuation")
         if c:
             stall = "—" if c["first_failing_slope"] is None else f"{c['first_failing_slope']:.2g}"

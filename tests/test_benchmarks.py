@@ -50,11 +50,22 @@ def test_leaky_depth_table_reports_the_walked_targets(tmp_path):
     for row in out["rows"]:
         assert 0 <= row["walk_verified"] <= row["walked"] <= 10
         assert [d["scale"] for d in row["directions"]] == [1e3, 1e6]
+        assert set(row["classes_short"]) <= set(range(10))
+        assert (row["classes_short"] == []) == (row["success_rate"] == 1.0)
     table = next(tmp_path.glob("*-leaky-depth.md")).read_text().splitlines()
     assert "targets walked: verified / walked" in table[0]
+    assert "classes with fewer than 1 verified" in table[0]
     assert "×1e6 inputs: classes won" in table[0]
     assert len(table) == 4
     assert all(line.count("|") == table[0].count("|") for line in table)
+
+
+def test_classes_short_names_the_targets_with_too_few_verified_samples():
+    target = nni.target_distribution([0, 0, 1, 1, 2, 2], 0.9)
+    ok = torch.tensor([True, True, True, False, False, False])
+    res = nni.InversionResult(torch.zeros(6, 4), target.clone(), target, ok)
+    assert bench_module("leaky_depth").classes_short(res, 2) == [1, 2]
+    assert bench_module("leaky_depth").classes_short(res, 1) == [2]
 
 
 def test_direction_spread_counts_the_classes_large_inputs_reach():
