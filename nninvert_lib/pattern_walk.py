@@ -45,7 +45,7 @@ moves its entries by whole units in the last place, greedily, until the
 rounding errors of the many input entries cancel in the few logits (a
 closest-vector problem): this turns rounding errors of 1e-3–1e-1 in the
 probabilities into 1e-5–1e-4. Where that is not enough it starts again from
-:func:`_round_successive`, which rounds the entries one at a time and lets
+``_round_successive``, which rounds the entries one at a time and lets
 the entries still free absorb each error. A target's further samples are random
 preimages in the walked preimage's region (:func:`region_samples`) or, where
 that program is too large, the walked preimage plus first-layer null-space
@@ -74,10 +74,10 @@ PREIMAGE_TOL: float = 1e-7
 PATIENCE: int = 8
 #: restarts of :func:`round_preimage` for a walked preimage that misses once rounded.
 ROUND_RESTARTS: int = 8
-#: :func:`_round_successive` leaves this many of the smallest input entries to the
+#: ``_round_successive`` leaves this many of the smallest input entries to the
 #: greedy search.
 SUCCESSIVE_KEEP: int = 20
-#: fractions of a Newton step :func:`_round_successive` tries, in turn.
+#: fractions of a Newton step ``_round_successive`` tries, in turn.
 DAMPING: tuple[float, ...] = (1.0, 0.5, 0.25, 0.1, 0.03, 0.01)
 #: don't walk networks whose programs would hold more matrix entries than this
 #: (input width × total width): HiGHS's time grows fast beyond it.
@@ -361,7 +361,8 @@ def _output_map(layers: Sequence[Layer], x: np.ndarray) -> np.ndarray:
 def round_preimage(layers: Sequence[Layer], x: np.ndarray, z: np.ndarray,
                    dtype: torch.dtype, *, good: float = 2.5e-4, max_steps: int = 400,
                    candidates: int = 256, restarts: int = 0,
-                   gen: torch.Generator | None = None) -> tuple[np.ndarray, float]:
+                   gen: torch.Generator | None = None, successive: bool = True
+                   ) -> tuple[np.ndarray, float]:
     """The preimage ``x`` ``(in,)`` of the logits ``z + k·1`` (float64) rounded to
     ``dtype``, then moved by whole units in the last place (ulps), one input
     entry at a time, while that brings the probabilities closer to the
@@ -382,8 +383,9 @@ def round_preimage(layers: Sequence[Layer], x: np.ndarray, z: np.ndarray,
     is at most ``good`` or no move helps.
 
     Where that misses ``good`` and ``x`` itself meets it in float64 (on
-    programs that :func:`fits`), the greedy search starts again from
-    :func:`_round_successive`, which fixes the entries one at a time and lets
+    programs that :func:`fits`; unless ``successive`` is off), the greedy
+    search starts again from
+    ``_round_successive``, which fixes the entries one at a time and lets
     the others absorb each error: on the inputs of 1e11–1e13 that a deep
     narrowing LeakyReLU(0.01) network needs, this turns errors of 1e-2 into
     1e-4 and less. The greedy search stops in local optima. With ``restarts``
@@ -392,7 +394,7 @@ def round_preimage(layers: Sequence[Layer], x: np.ndarray, z: np.ndarray,
     differently), and keeps the best.
     """
     best = _round_greedy(layers, x, z, dtype, good, max_steps, candidates)
-    if (best[1] > good and fits(layers)
+    if (successive and best[1] > good and fits(layers)
             and _probability_error(forward(layers, x)[1], z) <= good):
         trial = _round_greedy(layers, _round_successive(layers, x, z, dtype), z, dtype,
                               good, max_steps, candidates)

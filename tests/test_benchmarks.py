@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+import pytest
 import torch
 
 import nninvert_lib as nni
@@ -66,6 +68,37 @@ def test_classes_short_names_the_targets_with_too_few_verified_samples():
     res = nni.InversionResult(torch.zeros(6, 4), target.clone(), target, ok)
     assert bench_module("leaky_depth").classes_short(res, 2) == [1, 2]
     assert bench_module("leaky_depth").classes_short(res, 1) == [2]
+
+
+def test_leaky_rounding_compares_the_roundings_and_the_evaluations(tmp_path):
+    """``leaky_rounding.py``: per target, the errors of plain rounding, the greedy
+    search and the successive stage never increase in that order, and the
+    verified flag agrees with the PyTorch float64 error that verify judges."""
+    leaky_rounding = bench_module("leaky_rounding")
+    out = leaky_rounding.main(["--depth", "6", "--classes", "1", "2", "--out", str(tmp_path)])
+    assert [r["class"] for r in out["rows"]] == [1, 2] and out["input_width"] == 55
+    for r in out["rows"]:
+        assert r["walked_error"] < 1e-9
+        assert r["rounded_error"] <= r["greedy_error"] <= r["plain_error"]
+        assert r["verified"] == (r["torch_float64_error"] <= 1e-3)
+        assert abs(r["extended_error"] - r["rounded_error"]) < 1e-6   # small inputs agree
+    table = next(tmp_path.glob("*-leaky-rounding-depth6.md")).read_text().splitlines()
+    assert len(table) == 6 and "extended precision" in table[2]
+
+
+def test_extended_error_matches_float64_on_a_small_network():
+    extended_error = bench_module("leaky_rounding").extended_error
+    torch.manual_seed(0)
+    w1, b1, w2, b2 = (torch.randn(*s, dtype=torch.float64).numpy()
+                      for s in ((5, 4), (5,), (3, 5), (3,)))
+    layers = [(w1, b1, 0.1), (w2, b2, None)]
+    x = np.array([0.5, -1.0, 2.0, 0.25])
+    h = w1 @ x + b1
+    logits = w2 @ np.where(h >= 0, h, 0.1 * h) + b2
+    p = np.exp(logits - logits.max())
+    p /= p.sum()
+    q = np.full(3, 1 / 3)
+    assert extended_error(layers, x, q) == pytest.approx(np.abs(p - q).max(), abs=1e-14)
 
 
 def test_direction_spread_counts_the_classes_large_inputs_reach():
@@ -181,8 +214,6 @@ def test_margin_preimage_clears_every_unit_by_the_margin():
     """``leaky_margins.py``: the program's answer is a preimage whose every hidden
     unit clears zero by ``mu·u·R·‖M_i‖₁``; a larger ``mu`` than the largest feasible
     one is infeasible."""
-    import numpy as np
-
     from nninvert_lib import pattern_walk as pw
 
     margins = bench_module("leaky_margins")

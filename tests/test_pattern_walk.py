@@ -174,7 +174,8 @@ def test_round_preimage_tries_the_successive_rounding_where_the_greedy_search_mi
         deep_leaky, unrounded_walks, monkeypatch):
     """round_preimage starts the greedy search again from _round_successive where
     its first search misses ``good`` (here set below what it reaches), and keeps the
-    better answer; where the first search meets ``good`` it does not."""
+    better answer; where the first search meets ``good``, or with
+    ``successive=False``, it does not."""
     layers = _layers(deep_leaky)
     calls = []
     successive = pattern_walk._round_successive
@@ -190,6 +191,7 @@ def test_round_preimage_tries_the_successive_rounding_where_the_greedy_search_mi
     xr, err = pattern_walk.round_preimage(layers, x, z, torch.float32, good=1e-7)
     assert calls == [1] and err <= greedy
     pattern_walk.round_preimage(layers, x, z, torch.float32, good=max(greedy, 1e-6) * 1.01)
+    pattern_walk.round_preimage(layers, x, z, torch.float32, good=1e-7, successive=False)
     assert calls == [1]
 
 

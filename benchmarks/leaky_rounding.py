@@ -1,0 +1,140 @@
+"""Rounding the pattern walk's preimages to float32, with and without the successive stage.
+
+On a deep random LeakyReLU(0.01) network (``leaky_depth.py``'s slope 0.01, width
+ratio 0.75, depth 10) the pattern walk (:mod:`nninvert_lib.pattern_walk`) finds
+float64 preimages of 1e10–1e18 for the targets ``target_distribution(c, 0.9)``.
+For each target this script takes the first walk (no noise, as step 3 of
+BackPassInv's default starts) and rounds it to float32 three ways:
+
+* plainly (every entry to its nearest float32);
+* by :func:`~nninvert_lib.pattern_walk.round_preimage` without its successive
+  stage (``successive=False``: the greedy search of whole-ulp moves, with
+  ``ROUND_RESTARTS`` restarts);
+* by ``round_preimage`` as BackPassInv calls it (the greedy search started again
+  from ``_round_successive`` where it misses).
+
+Each error is the largest probability error ``max_k |softmax_k - p_k|`` of a
+float64 NumPy forward pass, the one the rounding steers by. The last answer is
+also evaluated the way :func:`nninvert_lib.verify` judges it (the model in
+PyTorch, float64) and in NumPy's extended precision (``np.longdouble``: a
+64-bit significand on x86-64 Linux; the JSON records its precision). On inputs
+beyond ~1e12 the first layer's pre-activations are of the same size, float64
+rounds them to ~1e-3, and the layers above amplify that: two float64
+evaluations of the same float32 input can then disagree by more than the
+target's tolerance, and the extended one says which is right.
+
+    python benchmarks/leaky_rounding.py                # ten targets, about 10 minutes
+
+Writes ``benchmarks/results/<date>-<host>-leaky-rounding-depth<depth>.{json,md}``
+(or into ``--out``).
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import datetime as _dt
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import nninvert_lib as nni
+from nninvert_lib import pattern_walk as pw
+from nninvert_lib.models.fcnn import make_fcnn
+
+from leaky_depth import narrowing_widths
+from report import write_experiment
+
+HERE = Path(__file__).resolve().parent
+
+
+def extended_error(layers: list, x: np.ndarray, p: np.ndarray) -> float:
+    """``max_k |softmax(f(x))_k - p_k|`` with the network ``layers`` evaluated in
+    ``np.longdouble`` (the softmax itself in float64, from the extended logits)."""
+    h = x.astype(np.longdouble)
+    for w, b, slope in layers:
+        h = w.astype(np.longdouble) @ h + b.astype(np.longdouble)
+        if slope is not None:
+            h = np.where(h >= 0, h, np.longdouble(slope) * h)
+    e = np.exp((h - h.max()).astype(np.float64))
+    return float(np.abs(e / e.sum() - p).max())
+
+
+def rounding_row(net: torch.nn.Module, layers: list, c: int) -> dict:
+    """One target's first walk and its three roundings (see the module docstring)."""
+    t = time.perf_counter()
+    p = nni.target_distribution(c, 0.9)
+    z = torch.log(p.double()).numpy()
+    x0 = pw.backward_walk(layers, z, dtype=torch.float32)
+    walked = time.perf_counter() - t
+
+    def error(x: np.ndarray) -> float:
+        return float(pw._probability_error(pw.forward(layers, x)[1], z))
+
+    plain = x0.astype(np.float32).astype(np.float64)
+    t = time.perf_counter()
+    _, greedy = pw.round_preimage(layers, x0, z, torch.float32, restarts=pw.ROUND_RESTARTS,
+                                  gen=torch.Generator().manual_seed(0), successive=False)
+    t_greedy = time.perf_counter() - t
+    t = time.perf_counter()
+    xr, full = pw.round_preimage(layers, x0, z, torch.float32, restarts=pw.ROUND_RESTARTS,
+                                 gen=torch.Generator().manual_seed(0))
+    t_full = time.perf_counter() - t
+    probs, ok = nni.verify(net, torch.from_numpy(xr).float()[None], p)
+    return {"class": c, "max_abs_input": float(np.abs(x0).max()), "walked_error": error(x0),
+            "plain_error": error(plain), "greedy_error": greedy, "rounded_error": full,
+            "torch_float64_error": float((probs[0] - p.double()).abs().max()),
+            "extended_error": extended_error(layers, xr, p.double().numpy()),
+            "verified": bool(ok[0]), "walk_seconds": walked, "greedy_seconds": t_greedy,
+            "rounding_seconds": t_full}
+
+
+def table(out: dict) -> str:
+    """The Markdown table of a run (``main``'s JSON)."""
+    lines = [f"Slope {out['slope']}, width ratio {out['ratio']}, depth {out['depth']} "
+             f"(input width {out['input_width']}); probability errors, float64 NumPy "
+             f"unless stated; extended precision: {out['extended_digits']} decimal digits.",
+             "",
+             "| class | walked input: largest entry | walked (float64) | plainly rounded | "
+             "greedy search | with the successive stage | that input, PyTorch float64 "
+             "(verify) | extended precision | verified | seconds: walk / rounding |",
+             "|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|"]
+    for r in out["rows"]:
+        lines.append(
+            f"| {r['class']} | {r['max_abs_input']:.2g} | {r['walked_error']:.1e} | "
+            f"{r['plain_error']:.1e} | {r['greedy_error']:.1e} | {r['rounded_error']:.1e} | "
+            f"{r['torch_float64_error']:.1e} | {r['extended_error']:.1e} | "
+            f"{'yes' if r['verified'] else 'no'} | "
+            f"{r['walk_seconds']:.0f} / {r['rounding_seconds']:.0f} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--slope", type=float, default=0.01)
+    ap.add_argument("--ratio", type=float, default=0.75)
+    ap.add_argument("--depth", type=int, default=10)
+    ap.add_argument("--classes", type=int, nargs="+", default=list(range(10)))
+    ap.add_argument("--out", type=Path, default=HERE / "results")
+    args = ap.parse_args(argv)
+    widths = narrowing_widths(args.depth, args.ratio)
+    torch.manual_seed(args.depth)                   # the network of leaky_depth.py
+    net = make_fcnn(widths, "leaky_relu", negative_slope=args.slope).eval()
+    layers = pw.piecewise_layers(nni.plan_back_pass(copy.deepcopy(net)).steps)
+    rows = []
+    for c in args.classes:
+        rows.append(rounding_row(net, layers, c))
+        print(rows[-1], flush=True)
+    out = {"date": _dt.date.today().isoformat(), "host": platform.node(),
+           "torch": torch.__version__, "slope": args.slope, "ratio": args.ratio,
+           "depth": args.depth, "input_width": widths[0],
+           "extended_digits": int(np.finfo(np.longdouble).precision), "rows": rows}
+    write_experiment(args.out, f"leaky-rounding-depth{args.depth}", out, table(out))
+    return out
+
+
+if __name__ == "__main__":
+    torch.set_num_threads(1)            # the times in the results are on one thread
+    main()
