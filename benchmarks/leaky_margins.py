@@ -22,8 +22,9 @@ feasible. A typical rounding (independent signs) moves ``a_i`` about
 ``√n`` times less than the bound, so we expected the targets that miss to
 have ``μ`` far below ``1/√n`` and those that verify to have more.
 
-They do not. At depth 10 the three targets that miss (classes 1, 5 and 7)
-allow ``μ`` of 5e-3, 1e-3 and 2e-4; at depth 8, where the same three verify,
+They do not. At depth 10 the three targets that missed (classes 1, 5 and 7,
+before ``round_preimage`` had its successive stage) allow ``μ`` of 5e-3, 1e-3
+and 2e-4; at depth 8, where the same three verify,
 6.5e-9, 0.029 and 8.5e-6. The walk's preimages sit at vertices, with units at
 zero whichever the depth, and :func:`~nninvert_lib.pattern_walk.round_preimage`
 copes with the flips (each move is checked by a forward pass). How close the

@@ -146,14 +146,15 @@ near-zero loss) LM seeds rarely converge and anchors are saturated, so the
 default reaches only a few percent there. Random narrowing LeakyReLU nets
 invert until the input they need no longer survives rounding to the model's
 dtype (``benchmarks/leaky_depth.py``, default initialisation, 10 × 4
-samples): 98% or more for slope 0.1 up to depth 10 at width ratios 0.5 and
-0.75 (the pattern walk of step 3 did depth 10 at 0.75: 0% without it), and for
-slope 0.01 up to depth 6 at both ratios (the walk: 2% to 100% at ratio 0.75);
-slope 0.01 at ratio 0.75 gives 62% at depth 8 and 8% at depth 10, and at
-ratio 0.5, depth 8 (an input 2,560 wide, too wide for the walk's programs)
-28%. Going back, a negative hidden entry is divided by the slope and a
-narrowing layer's pseudoinverse amplifies its small singular directions, so
-the backward pass's inputs reach 1e10–1e21 there. Other routes measured on
+samples): 100% for slope 0.1 up to depth 10 at width ratio 0.75 and depth 8
+at 0.5 (the pattern walk of step 3 did depth 10 at 0.75: 0% without it), and
+for slope 0.01 up to depth 8 at both ratios (at ratio 0.5, depth 8 the input
+is 2,560 wide and the walk covers the narrower layers); slope 0.01 at ratio
+0.75 gives 70% at depth 10 (40% before ``round_preimage``'s successive
+stage, 8% with the first walk). Going back, a negative hidden entry is
+divided by the slope and a narrowing layer's pseudoinverse amplifies its
+small singular directions, so the backward pass's inputs reach 1e10–1e21
+there. Other routes measured on
 these nets did no better than the walk: a per-layer solve minimising the
 pre-activation norm
 (a convex problem: negative entries weighted by 1/slope²), LM from random
