@@ -101,6 +101,7 @@ from pathlib import Path
 import torch
 
 import nninvert_lib as nni
+from nninvert_lib import pattern_walk
 from nninvert_lib.models.fcnn import make_fcnn
 from report import write_experiment
 
@@ -113,6 +114,27 @@ def narrowing_widths(depth: int, ratio: float, out: int = 10) -> tuple[int, ...]
     for _ in range(depth):
         widths.insert(0, int(round(widths[0] / ratio)))
     return tuple(widths)
+
+
+def network_arguments(ap: argparse.ArgumentParser, classes: list[int]) -> None:
+    """The options of the per-target experiments on one of this script's networks
+    (``leaky_margins.py``, ``leaky_rounding.py``): its slope, width ratio and depth,
+    the target classes (default ``classes``) and the results folder."""
+    ap.add_argument("--slope", type=float, default=0.01)
+    ap.add_argument("--ratio", type=float, default=0.75)
+    ap.add_argument("--depth", type=int, default=10)
+    ap.add_argument("--classes", type=int, nargs="+", default=classes)
+    ap.add_argument("--out", type=Path, default=HERE / "results")
+
+
+def leaky_network(slope: float, ratio: float, depth: int
+                  ) -> tuple[torch.nn.Sequential, list]:
+    """This script's network for ``slope``, ``ratio`` and ``depth`` (PyTorch's default
+    initialisation, seed ``depth``) and its layers as the pattern walk reads them
+    (:func:`~nninvert_lib.pattern_walk.piecewise_layers`)."""
+    torch.manual_seed(depth)
+    net = make_fcnn(narrowing_widths(depth, ratio), "leaky_relu", negative_slope=slope).eval()
+    return net, pattern_walk.piecewise_layers(nni.plan_back_pass(net).steps)
 
 
 def slope_continuation(net: torch.nn.Module, target: torch.Tensor, slope: float,

@@ -43,19 +43,16 @@ import argparse
 import datetime as _dt
 import platform
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
 import nninvert_lib as nni
 from nninvert_lib import pattern_walk as pw
-from nninvert_lib.models.fcnn import make_fcnn
 
-from leaky_depth import narrowing_widths
+from leaky_depth import leaky_network, network_arguments
 from report import write_experiment
 
-HERE = Path(__file__).resolve().parent
 #: float32's unit roundoff: rounding moves an entry x by at most U·|x|
 U = 2.0 ** -24
 
@@ -129,16 +126,9 @@ def table(out: dict) -> str:
 
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--slope", type=float, default=0.01)
-    ap.add_argument("--ratio", type=float, default=0.75)
-    ap.add_argument("--depth", type=int, default=10)
-    ap.add_argument("--classes", type=int, nargs="+", default=[1, 5, 7])
-    ap.add_argument("--out", type=Path, default=HERE / "results")
+    network_arguments(ap, [1, 5, 7])
     args = ap.parse_args(argv)
-    widths = narrowing_widths(args.depth, args.ratio)
-    torch.manual_seed(args.depth)                   # the network of leaky_depth.py
-    net = make_fcnn(widths, "leaky_relu", negative_slope=args.slope).eval()
-    layers = pw.piecewise_layers(nni.plan_back_pass(net).steps)
+    net, layers = leaky_network(args.slope, args.ratio, args.depth)
     rows = []
     for c in args.classes:
         t = time.perf_counter()
@@ -154,7 +144,7 @@ def main(argv: list[str] | None = None) -> dict:
         print(rows[-1], flush=True)
     out = {"date": _dt.date.today().isoformat(), "host": platform.node(),
            "torch": torch.__version__, "slope": args.slope, "ratio": args.ratio,
-           "depth": args.depth, "input_width": widths[0], "rows": rows}
+           "depth": args.depth, "input_width": layers[0][0].shape[1], "rows": rows}
     write_experiment(args.out, f"leaky-margins-depth{args.depth}", out, table(out))
     return out
 

@@ -38,23 +38,19 @@ Writes ``benchmarks/results/<date>-<host>-leaky-rounding-depth<depth>.{json,md}`
 from __future__ import annotations
 
 import argparse
-import copy
 import datetime as _dt
 import platform
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
 import nninvert_lib as nni
 from nninvert_lib import pattern_walk as pw
-from nninvert_lib.models.fcnn import make_fcnn
 
-from leaky_depth import narrowing_widths
+from leaky_depth import leaky_network, network_arguments
 from report import write_experiment
 
-HERE = Path(__file__).resolve().parent
 
 
 def extended_error(layers: list, x: np.ndarray, p: np.ndarray) -> float:
@@ -120,23 +116,16 @@ def table(out: dict) -> str:
 
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--slope", type=float, default=0.01)
-    ap.add_argument("--ratio", type=float, default=0.75)
-    ap.add_argument("--depth", type=int, default=10)
-    ap.add_argument("--classes", type=int, nargs="+", default=list(range(10)))
-    ap.add_argument("--out", type=Path, default=HERE / "results")
+    network_arguments(ap, list(range(10)))
     args = ap.parse_args(argv)
-    widths = narrowing_widths(args.depth, args.ratio)
-    torch.manual_seed(args.depth)                   # the network of leaky_depth.py
-    net = make_fcnn(widths, "leaky_relu", negative_slope=args.slope).eval()
-    layers = pw.piecewise_layers(nni.plan_back_pass(copy.deepcopy(net)).steps)
+    net, layers = leaky_network(args.slope, args.ratio, args.depth)
     rows = []
     for c in args.classes:
         rows.append(rounding_row(net, layers, c))
         print(rows[-1], flush=True)
     out = {"date": _dt.date.today().isoformat(), "host": platform.node(),
            "torch": torch.__version__, "slope": args.slope, "ratio": args.ratio,
-           "depth": args.depth, "input_width": widths[0],
+           "depth": args.depth, "input_width": layers[0][0].shape[1],
            "extended_digits": int(np.finfo(np.longdouble).precision), "rows": rows}
     write_experiment(args.out, f"leaky-rounding-depth{args.depth}", out, table(out))
     return out
