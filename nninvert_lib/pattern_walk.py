@@ -384,11 +384,13 @@ def round_preimage(layers: Sequence[Layer], x: np.ndarray, z: np.ndarray,
 
     Where that misses ``good`` and ``x`` itself meets it in float64 (on
     programs that :func:`fits`; unless ``successive`` is off), the greedy
-    search starts again from
-    ``_round_successive``, which fixes the entries one at a time and lets
-    the others absorb each error: on the inputs of 1e11–1e13 that a deep
-    narrowing LeakyReLU(0.01) network needs, this turns errors of 1e-2 into
-    1e-4 and less. The greedy search stops in local optima. With ``restarts``
+    search starts again from ``_round_successive``, which fixes the entries
+    one at a time and lets the others absorb each error, and the better
+    answer is kept. On the deep LeakyReLU(0.01) network of
+    ``benchmarks/leaky_depth.py`` (width ratio 0.75, depth 10) this takes
+    BackPassInv from 40% to 70% verified; on one walked input of 6e12 it
+    lowers the error from 0.026 to 0.0045 (``benchmarks/leaky_rounding.py``).
+    The greedy search stops in local optima. With ``restarts``
     (and ``gen``) it starts again that many times from ``x`` moved along the
     null space of the centred ``A`` by about 4 ulps (still a preimage, rounded
     differently), and keeps the best.
