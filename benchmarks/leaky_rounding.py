@@ -52,17 +52,12 @@ from leaky_depth import leaky_network, network_arguments
 from report import write_experiment
 
 
-
 def extended_error(layers: list, x: np.ndarray, p: np.ndarray) -> float:
     """``max_k |softmax(f(x))_k - p_k|`` with the network ``layers`` evaluated in
-    ``np.longdouble`` (the softmax itself in float64, from the extended logits)."""
-    h = x.astype(np.longdouble)
-    for w, b, slope in layers:
-        h = w.astype(np.longdouble) @ h + b.astype(np.longdouble)
-        if slope is not None:
-            h = np.where(h >= 0, h, np.longdouble(slope) * h)
-    e = np.exp((h - h.max()).astype(np.float64))
-    return float(np.abs(e / e.sum() - p).max())
+    ``np.longdouble`` (:func:`~nninvert_lib.pattern_walk.forward` on an extended
+    input: NumPy promotes every product and sum to it)."""
+    out = pw.forward(layers, x.astype(np.longdouble))[1]
+    return float(pw._probability_error(out, np.log(p)))
 
 
 def rounding_row(net: torch.nn.Module, layers: list, c: int) -> dict:
@@ -72,11 +67,6 @@ def rounding_row(net: torch.nn.Module, layers: list, c: int) -> dict:
     z = torch.log(p.double()).numpy()
     x0 = pw.backward_walk(layers, z, dtype=torch.float32)
     walked = time.perf_counter() - t
-
-    def error(x: np.ndarray) -> float:
-        return float(pw._probability_error(pw.forward(layers, x)[1], z))
-
-    plain = x0.astype(np.float32).astype(np.float64)
     t = time.perf_counter()
     _, greedy = pw.round_preimage(layers, x0, z, torch.float32, restarts=pw.ROUND_RESTARTS,
                                   gen=torch.Generator().manual_seed(0), successive=False)
@@ -86,8 +76,10 @@ def rounding_row(net: torch.nn.Module, layers: list, c: int) -> dict:
                                  gen=torch.Generator().manual_seed(0))
     t_full = time.perf_counter() - t
     probs, ok = nni.verify(net, torch.from_numpy(xr).float()[None], p)
-    return {"class": c, "max_abs_input": float(np.abs(x0).max()), "walked_error": error(x0),
-            "plain_error": error(plain), "greedy_error": greedy, "rounded_error": full,
+    return {"class": c, "max_abs_input": float(np.abs(x0).max()),
+            "walked_error": float(pw._probability_error(pw.forward(layers, x0)[1], z)),
+            "plain_error": pw._score(layers, x0, z, "rounding", torch.float32),
+            "greedy_error": greedy, "rounded_error": full,
             "torch_float64_error": float((probs[0] - p.double()).abs().max()),
             "extended_error": extended_error(layers, xr, p.double().numpy()),
             "verified": bool(ok[0]), "walk_seconds": walked, "greedy_seconds": t_greedy,
