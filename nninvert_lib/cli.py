@@ -347,10 +347,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-rounds", type=int, default=4,
                    help="calls at most with --n-verified (default 4)")
     p.add_argument("--p", type=float, default=0.9, help="target probability (default 0.9)")
-    p.add_argument("--std", type=float, default=0.1, help="null-space noise: random null-space components of norm STD·‖x_p‖ "
+    p.add_argument("--std", type=float, default=0.1,
+                   help="null-space noise: random null-space components of norm STD·‖x_p‖ "
                    "(default 0.1; 0 adds none)")
-    p.add_argument("--max-cond", type=float, default=100.0, help="SVD threshold: keep the singular values "
-                   "σ ≥ σ_max / MAX_COND (default 100)")
+    p.add_argument("--max-cond", type=float, default=100.0,
+                   help="SVD threshold: keep the singular values σ ≥ σ_max / MAX_COND "
+                   "(default 100)")
     p.add_argument("--warm-start", type=int, default=0, metavar="STEPS",
                    help="ViT, forward or generalized: Adam steps aligning the class token "
                         "before LM (default 0; 200 helps a weakly trained ViT at high p)")
