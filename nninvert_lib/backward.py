@@ -61,8 +61,10 @@ fails, and still the paper's null-space sampling:
    (on the sub-networks small enough: :data:`nninvert_lib.pattern_walk.MAX_ENTRIES`),
    the input walked until its float32 rounding keeps the target, then rounded
    entry by entry so that the rounding errors cancel
-   (:func:`~nninvert_lib.pattern_walk.round_preimage`; up to 5 walks, the
-   later ones with null-space noise). Where one verifies, the target's
+   (:func:`~nninvert_lib.pattern_walk.round_preimage`; up to 5 walks: where
+   the network ends with a LeakyReLU, one from the last layer's minimum-norm
+   input and one from that input walked first, then the two in turn with
+   null-space noise). Where one verifies, the target's
    samples are drawn in its region
    (:func:`~nninvert_lib.pattern_walk.region_samples`), or with first-layer
    null-space noise where the input is too wide for that

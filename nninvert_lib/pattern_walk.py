@@ -45,10 +45,16 @@ moves its entries by whole units in the last place, greedily, until the
 rounding errors of the many input entries cancel in the few logits (a
 closest-vector problem): this turns rounding errors of 1e-3–1e-1 in the
 probabilities into 1e-5–1e-4. Where that is not enough it starts again from
-``_round_successive``, which rounds the entries one at a time and lets
-the entries still free absorb each error. A target's further samples are random
-preimages in the walked preimage's region (:func:`region_samples`) or, where
-that program is too large, the walked preimage plus first-layer null-space
+``_round_successive``, which rounds the entries one at a time and lets the
+entries still free absorb each error.
+
+The walks find local optima only, and where they end depends on where they
+start: :func:`walk_preimages` tries the last layer's minimum-norm input and
+that input walked first (``top`` of :func:`backward_walk`), then both again
+with null-space noise. On the last layers alone, :func:`enumerated_minimum`
+solves the program of every activation pattern. A target's further samples
+are random preimages in the walked preimage's region (:func:`region_samples`)
+or, where that program is too large, the walked preimage plus first-layer null-space
 noise (:func:`null_samples`), each rounded the same way.
 
 On a random narrowing LeakyReLU(0.01) network with widths 55-41-31-23-17-13-10
@@ -79,6 +85,9 @@ ROUND_RESTARTS: int = 8
 SUCCESSIVE_KEEP: int = 20
 #: fractions of a Newton step ``_round_successive`` tries, in turn.
 DAMPING: tuple[float, ...] = (1.0, 0.5, 0.25, 0.1, 0.03, 0.01)
+#: :func:`backward_walk`'s choices of the last layer's input, in the order
+#: :func:`walk_preimages` tries them.
+TOPS: tuple[str, ...] = ("min_norm", "walk")
 #: don't walk networks whose programs would hold more matrix entries than this
 #: (input width × total width): HiGHS's time grows fast beyond it.
 MAX_ENTRIES: int = 400_000
@@ -585,6 +594,81 @@ def _walk_starts(layers: Sequence[Layer]) -> list[int]:
             if (i == 0 or layers[i - 1][2] is not None) and fits(layers[i:])]
 
 
+#: :func:`enumerated_minimum` refuses sub-networks with more hidden units than this
+#: (``2^MAX_UNITS`` programs).
+MAX_UNITS: int = 16
+
+
+def hidden_units(layers: Sequence[Layer]) -> int:
+    """How many units of ``layers`` are followed by a LeakyReLU."""
+    return sum(w.shape[0] for w, _, slope in layers if slope is not None)
+
+
+def pattern_minimum(layers: Sequence[Layer], signs: Sequence[np.ndarray], z: np.ndarray,
+                    scale: float, input_slope: float | None) -> np.ndarray | None:
+    """The preimage ``(in,)`` of the logits ``z + k·1`` ``(K,)`` of smallest size
+    (:func:`_score`'s ``"size"``) on the region of the pattern ``signs``,
+    or ``None`` where the region holds none. The unknowns are in units of
+    ``scale`` (the size expected), and the equalities are eliminated exactly by
+    :func:`_solve`."""
+    pre, (A, c) = _affine(layers, signs)
+    n, K = A.shape[1], A.shape[0]
+    nv = n + 2                                # y = x / scale, the shift k, size / scale
+    rows, rhs = [], []
+    for sg, (M, m) in zip(signs, pre):
+        row = np.zeros((len(m), nv))          # sign·(M x + m) >= 0
+        row[:, :n] = -sg[:, None] * M
+        rows.append(row)
+        rhs.append(sg * m / scale)
+        for sign in (1.0, -1.0):              # |M x + m| <= size
+            row = np.zeros((len(m), nv))
+            row[:, :n], row[:, -1] = sign * M, -1.0
+            rows.append(row)
+            rhs.append(-sign * m / scale)
+    for weight in (1.0, -1.0 if input_slope is None else -1.0 / input_slope):
+        row = np.zeros((n, nv))               # x <= size, -x (or -x/s) <= size
+        row[:, :n], row[:, -1] = weight * np.eye(n), -1.0
+        rows.append(row)
+        rhs.append(np.zeros(n))
+    cost = np.zeros(nv)
+    cost[-1] = 1.0
+    eq = np.zeros((K, nv))
+    eq[:, :n], eq[:, n] = scale * A, -1.0     # A x + c - k = z
+    sol = _solve(cost, np.vstack(rows), np.concatenate(rhs), eq, z - c,
+                    [(None, None)] * (n + 1) + [(0, None)])
+    return None if sol is None else scale * sol[:n]
+
+
+def enumerated_minimum(layers: Sequence[Layer], z: np.ndarray, scale: float,
+                       input_slope: float | None = None) -> tuple[float, np.ndarray]:
+    """The smallest size of any preimage of ``z + k·1`` under ``layers`` (at most
+    ``MAX_UNITS`` hidden units), by :func:`pattern_minimum` on every activation
+    pattern, and that preimage ``(in,)``, corrected by least squares in its
+    region (:func:`_newton`). ``scale``: the size expected. Raises
+    ``ValueError`` beyond ``MAX_UNITS`` units or where no pattern holds a preimage."""
+    units = hidden_units(layers)
+    if units > MAX_UNITS:
+        raise ValueError(f"{units} hidden units: enumerating 2^{units} patterns "
+                         f"is too many (at most {MAX_UNITS} units)")
+    widths = [w.shape[0] for w, _, slope in layers if slope is not None]
+    best, best_x = np.inf, None
+    for code in range(2 ** units):
+        bits = np.array([1.0 if code >> j & 1 else -1.0 for j in range(units)])
+        signs = np.split(bits, np.cumsum(widths)[:-1])
+        x = pattern_minimum(layers, signs, z, scale, input_slope)
+        if x is None:
+            continue
+        x = _newton(layers, x, z)
+        if _residual(layers, x, z) > 1e-6 * (1 + np.abs(z).max()):
+            continue
+        size = _score(layers, x, z, "size", torch.float64, input_slope)
+        if size < best:
+            best, best_x = size, x
+    if best_x is None:
+        raise ValueError("no activation pattern holds a preimage")
+    return float(best), best_x
+
+
 def _null_noise(w: np.ndarray, size: float, gen: torch.Generator | None) -> np.ndarray:
     """A random vector ``(in,)`` of norm ``size`` in the null space of ``w``
     ``(out, in)``: a standard normal vector from ``gen`` projected onto it
@@ -597,7 +681,8 @@ def _null_noise(w: np.ndarray, size: float, gen: torch.Generator | None) -> np.n
 
 def backward_walk(layers: Sequence[Layer], z: np.ndarray, *, max_programs: int = 30,
                   size_programs: int = 10, dtype: torch.dtype = torch.float32,
-                  std: float = 0.0, gen: torch.Generator | None = None) -> np.ndarray:
+                  std: float = 0.0, gen: torch.Generator | None = None,
+                  trace: list | None = None, top: str = "min_norm") -> np.ndarray:
     """A preimage ``(in,)`` float64 of the logits ``z + k·1`` ``(K,)``: back
     layer by layer, each hidden vector the minimum-norm solution of its layer
     (plus, with ``std > 0``, the paper's null-space noise of norm
@@ -607,7 +692,20 @@ def backward_walk(layers: Sequence[Layer], z: np.ndarray, *, max_programs: int =
     likewise on the whole network, then walked with the ``"rounding"``
     objective (at most ``max_programs``). Sub-networks whose programs would
     exceed ``MAX_ENTRIES`` are not walked (on a wide input the walk covers
-    only the narrower layers above it)."""
+    only the narrower layers above it).
+
+    Where the network ends with a LeakyReLU, ``top`` chooses the last layer's
+    input: ``"min_norm"`` (the minimum-norm solution for the logits shifted
+    to 1 and above) or ``"walk"`` (that, shrunk by the ``"size"`` walk on the
+    last layer: on ``benchmarks/leaky_growth.py``'s depth-10 network it
+    reaches the smallest size of any pattern there, :func:`enumerated_minimum`,
+    within 1%). Each walk below starts from it, and the walks find local
+    optima only, so the two lead to different preimages (neither is the
+    smaller in general); :func:`walk_preimages` tries both. ``trace``, a list, receives ``(i, h)``
+    for each layer ``i`` going back: the input of ``layers[i:]`` it settled on
+    (before the final ``"rounding"`` walk)."""
+    if top not in TOPS:
+        raise ValueError(f"top must be one of {TOPS}, got {top!r}")
     starts = set(_walk_starts(layers))
     w, b, slope = layers[-1]
     h = z - z.min() + 1.0 if slope is not None else z - z.mean()   # >= 0 before a LeakyReLU
@@ -617,9 +715,15 @@ def backward_walk(layers: Sequence[Layer], z: np.ndarray, *, max_programs: int =
         h = np.linalg.lstsq(w, a - b, rcond=None)[0]
         if std > 0 and w.shape[1] > w.shape[0]:
             h = h + _null_noise(w, std * np.linalg.norm(h), gen)
-        if i in starts:
+        below = layers[i - 1][2] if i else None
+        if i == len(layers) - 1 and slope is not None and top == "walk":
             h = walk_patterns(layers[i:], h, z, objective="size", max_programs=size_programs,
-                              input_slope=layers[i - 1][2] if i else None)
+                              input_slope=below)
+        elif i in starts:
+            h = walk_patterns(layers[i:], h, z, objective="size", max_programs=size_programs,
+                              input_slope=below)
+        if trace is not None:
+            trace.append((i, h.copy()))
     if 0 not in starts:
         return h
     return walk_patterns(layers, h, z, objective="rounding", max_programs=max_programs,
@@ -634,14 +738,23 @@ def walkable(layers: Sequence[Layer] | None) -> bool:
     return bool(_walk_starts(layers))
 
 
+def top_choices(layers: Sequence[Layer]) -> tuple[str, ...]:
+    """The ``top`` choices of :func:`backward_walk` that differ on ``layers``, in
+    the order :func:`walk_preimages` tries them: ``TOPS`` where the network
+    ends with a LeakyReLU, ``"min_norm"`` alone where it ends with a Linear
+    layer (the last layer is walked with the layers below it there)."""
+    return TOPS if layers[-1][2] is not None else TOPS[:1]
+
+
 def walk_preimages(layers: Sequence[Layer], targets: torch.Tensor, dtype: torch.dtype, *,
                    attempts: int = 5, std: float = 0.1, atol: float = 1e-3,
                    gen: torch.Generator | None = None
                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """:func:`backward_walk` for each row of ``targets`` ``(n, K)`` probabilities,
     walked for inputs rounded to ``dtype`` (the model's) and rounded by
-    :func:`round_preimage` (with ``ROUND_RESTARTS``): first without noise,
-    then with null-space noise ``std``, up to ``attempts`` walks in all, until
+    :func:`round_preimage` (with ``ROUND_RESTARTS``): first once for each of
+    :func:`top_choices` without noise, then with null-space noise ``std``,
+    the choices taken in turn, up to ``attempts`` walks in all, until
     one misses the target by at most ``atol/4`` once rounded (a margin that
     :func:`region_samples` needs: its samples miss by about as much as their
     anchor). Keeps each row's best walk. Returns the rounded inputs
@@ -650,11 +763,14 @@ def walk_preimages(layers: Sequence[Layer], targets: torch.Tensor, dtype: torch.
     they were rounded from ``(n, in)`` (the anchors of :func:`region_samples`
     and :func:`null_samples`)."""
     z = torch.log(targets.double().cpu()).numpy()
+    tops = top_choices(layers)
     xs, ok, exact = [], [], []
     for row in z:
         best, best_score = None, np.inf
         for attempt in range(attempts):
-            x = backward_walk(layers, row, dtype=dtype, std=std if attempt else 0.0, gen=gen)
+            top = tops[attempt % len(tops)]
+            x = backward_walk(layers, row, dtype=dtype, gen=gen, top=top,
+                              std=std if attempt >= len(tops) else 0.0)
             xr, score = round_preimage(layers, x, row, dtype, good=atol / 4,
                                        restarts=ROUND_RESTARTS, gen=gen)
             if score < best_score:

@@ -98,6 +98,67 @@ def test_backward_walk_finds_float32_preimages_the_backward_pass_cannot(deep_lea
     assert int(plain.converged.sum()) <= 1
 
 
+def test_backward_walk_traces_each_layer_going_back(deep_leaky):
+    """``trace`` gets one ``(i, h)`` per layer, from the last to the input, each
+    ``h`` an input of ``layers[i:]`` that reproduces the target's centred logits;
+    the walk's answer is the same with or without it."""
+    layers = _layers(deep_leaky)
+    z = np.log(TEN[2].double().numpy())
+    trace = []
+    x = pattern_walk.backward_walk(layers, z, trace=trace)
+    assert [i for i, _ in trace] == list(range(len(layers) - 1, -1, -1))
+    for i, h in trace:
+        assert h.shape == (layers[i][0].shape[1],)
+        assert pattern_walk._residual(layers[i:], h, z) < 1e-6 * (1 + np.abs(z).max())
+    np.testing.assert_array_equal(x, pattern_walk.backward_walk(layers, z))
+
+
+def test_enumerated_minimum_is_the_smallest_preimage():
+    """Trying every activation pattern finds a preimage no larger than the pattern
+    walk's, nor than its own program's answer at the walk's pattern; more than
+    ``MAX_UNITS`` units are refused."""
+    pw = pattern_walk
+    layers = _layers(_net((17, 11, 10), seed=3, final=False))
+    z = np.log(TEN[6].double().numpy())
+    walked = pw.backward_walk(layers, z)
+    walk_size = pw._score(layers, walked, z, "size", torch.float64)
+    size, x = pw.enumerated_minimum(layers, z, walk_size)
+    assert pw._residual(layers, x, z) < 1e-6 * (1 + np.abs(z).max())
+    assert size == pytest.approx(pw._score(layers, x, z, "size", torch.float64))
+    assert 0 < size <= walk_size * (1 + 1e-9)
+    own = pw.pattern_minimum(layers, pw._signs(pw.forward(layers, walked)[0]), z,
+                             walk_size, None)
+    assert own is not None
+    assert size <= pw._score(layers, own, z, "size", torch.float64) * (1 + 1e-6)
+    wide = _layers(_net((30, 20, 10), final=False))
+    with pytest.raises(ValueError, match="2\\^20 patterns"):
+        pw.enumerated_minimum(wide, z, 1.0)
+
+
+def test_top_choices_lead_to_different_preimages(deep_leaky):
+    """``backward_walk``'s ``top``: each choice gives a preimage; on the last layer
+    ``"walk"`` is no larger than ``"min_norm"``, and no choice is smaller than
+    ``enumerated_minimum``; ``top_choices`` offers ``"min_norm"`` alone where the
+    choices coincide."""
+    pw = pattern_walk
+    layers = _layers(deep_leaky)
+    assert pw.top_choices(layers) == pw.TOPS == ("min_norm", "walk")
+    assert pw.top_choices(_layers(_net((17, 13, 10), final=False))) == ("min_norm",)
+    z = np.log(TEN[7].double().numpy())
+    sizes, inputs = {}, {}
+    for top in pw.TOPS:
+        trace = []
+        inputs[top] = pw.backward_walk(layers, z, top=top, trace=trace)
+        assert pw._residual(layers, inputs[top], z) < 1e-6 * (1 + np.abs(z).max())
+        i, h = trace[0]
+        sizes[top] = pw._score(layers[i:], h, z, "size", torch.float64, layers[i - 1][2])
+    smallest, _ = pw.enumerated_minimum(layers[i:], z, sizes["walk"], layers[i - 1][2])
+    assert smallest <= sizes["walk"] * (1 + 1e-9) <= sizes["min_norm"] * (1 + 1e-9)
+    assert not np.array_equal(inputs["min_norm"], inputs["walk"])
+    with pytest.raises(ValueError, match="top must be one of"):
+        pw.backward_walk(layers, z, top="best")
+
+
 def test_region_samples_are_distinct_verified_preimages(deep_leaky):
     layers = _layers(deep_leaky)
     t = TEN[3:4]
