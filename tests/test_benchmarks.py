@@ -243,3 +243,16 @@ def test_leaky_margins_writes_one_row_per_class(tmp_path):
         assert r["rounded_error"] < 1e-3 and 0 < r["largest_margin"] <= 1
     table = (tmp_path / f"{out['date']}-{out['host']}-leaky-margins-depth2.md").read_text()
     assert table.count("\n| 3 |") == 1 and "largest feasible margin μ" in table
+
+
+def test_leaky_growth_writes_one_row_per_class(tmp_path):
+    growth = bench_module("leaky_growth")
+    out = growth.main(["--depth", "4", "--classes", "1", "--out", str(tmp_path)])
+    (row,) = out["rows"]
+    top = row["enumerated_from"]
+    assert sorted(int(i) for i in row["sizes"]) == list(range(4)) and top == 3
+    assert 0 < row["enumerated_minimum"] <= row["walk_at_enumerated"] * (1 + 1e-9)
+    assert row["walk_at_enumerated"] == row["sizes"][str(top)]
+    assert row["rounded_error"] < 1e-3
+    table = (tmp_path / f"{out['date']}-{out['host']}-leaky-growth-depth4.md").read_text()
+    assert table.count("\n| 1 |") == 1 and f"smallest on `layers[{top}:]`" in table

@@ -1,0 +1,143 @@
+"""Where the pattern walk's preimages grow, layer by layer, and how close the walk
+comes to the smallest preimage where every pattern can be tried.
+
+On a deep random LeakyReLU(0.01) network (``leaky_depth.py``'s slope 0.01, width
+ratio 0.75, depth 10) the pattern walk (:mod:`nninvert_lib.pattern_walk`) ends
+with inputs of 1e10 to 1e18, and the largest of them do not survive being
+rounded to float32. Two questions, target by target:
+
+1. Where does the size come from? :func:`~nninvert_lib.pattern_walk.backward_walk`
+   goes back one layer at a time, and each sub-network ``layers[i:]`` has its
+   input walked to the smallest *size* it finds: the largest entry of that
+   input and of the sub-network's pre-activations (a negative input entry
+   counted ``1/s`` times, the pre-activation the layer below must produce).
+   The script records that size at every layer.
+2. Is the walk stuck far from the best? On the last layer (10 units at depth
+   10, ending with a LeakyReLU)
+   :func:`~nninvert_lib.pattern_walk.enumerated_minimum` solves the linear
+   program of *every* activation pattern (1,024 programs) and so finds the
+   smallest size of any preimage there.
+
+What it shows at depth 10: the last layer's minimum-norm input
+(``--top min_norm``, the default) has size 900–1,800, 1.5 to 9 times the
+smallest there (130–800), which the walk on that layer (``--top walk``)
+reaches. Going back, the size grows about 10 to 100 times per layer, to
+1e10–1e18 at the input. The smaller start does not carry through: with
+``--top walk`` classes 1, 4 and 5 end below 2e12 and round within the target,
+while classes 8 and 9, which did so from the minimum-norm start, end at
+1e13–1e14 and miss. Each layer's walk shrinks its own sub-network, and the
+smallest there is not what leaves the layers below the least to do; which
+start suits a target is not known in advance, so
+:func:`~nninvert_lib.pattern_walk.walk_preimages` tries both.
+
+    python benchmarks/leaky_growth.py                  # ten targets, about 8 minutes
+    python benchmarks/leaky_growth.py --top walk
+    python benchmarks/leaky_growth.py --depth 8
+
+Writes ``benchmarks/results/<date>-<host>-leaky-growth-depth<depth>.{json,md}``
+(or into ``--out``).
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import platform
+import time
+
+import numpy as np
+import torch
+
+import nninvert_lib as nni
+from nninvert_lib import pattern_walk as pw
+
+from leaky_depth import leaky_network, network_arguments
+from report import write_experiment
+
+
+def enumeration_start(layers: list) -> int:
+    """The first layer ``i`` whose sub-network ``layers[i:]`` has at most
+    ``pattern_walk.MAX_UNITS`` hidden units, starts after a LeakyReLU (or at the
+    input), and has at least one (the last layers
+    :func:`~nninvert_lib.pattern_walk.enumerated_minimum` can try whole)."""
+    for i in range(len(layers)):
+        if (i == 0 or layers[i - 1][2] is not None) and pw.hidden_units(layers[i:]) <= pw.MAX_UNITS:
+            if pw.hidden_units(layers[i:]) == 0:
+                break
+            return i
+    raise ValueError("no sub-network ending the network has 1 to "
+                     f"{pw.MAX_UNITS} hidden units")
+
+
+def growth_row(layers: list, c: int, top: str = "min_norm") -> dict:
+    """One target's row: the walk's size at every layer going back, the
+    enumerated minimum on the last layers beside the walk's size there, and the
+    walked input's probability error once rounded to float32. ``top``:
+    :func:`~nninvert_lib.pattern_walk.backward_walk`'s choice of the last
+    layer's input."""
+    t = time.perf_counter()
+    z = torch.log(nni.target_distribution(c, 0.9)).numpy()
+    trace: list = []
+    x0 = pw.backward_walk(layers, z, dtype=torch.float32, trace=trace, top=top)
+    sizes = {i: pw._score(layers[i:], h, z, "size", torch.float64,
+                          layers[i - 1][2] if i else None) for i, h in trace}
+    walk_seconds = time.perf_counter() - t
+    top = enumeration_start(layers)
+    slope = layers[top - 1][2] if top else None
+    t = time.perf_counter()
+    minimum, _ = pw.enumerated_minimum(layers[top:], z, sizes[top], slope)
+    enum_seconds = time.perf_counter() - t
+    _, error = pw.round_preimage(layers, x0, z, torch.float32, restarts=pw.ROUND_RESTARTS,
+                                 gen=torch.Generator().manual_seed(0))
+    return {"class": c, "sizes": {str(i): s for i, s in sorted(sizes.items())},
+            "enumerated_from": top, "enumerated_minimum": minimum,
+            "walk_at_enumerated": sizes[top], "max_abs_input": float(np.abs(x0).max()),
+            "rounded_error": float(error), "walk_seconds": walk_seconds,
+            "enumeration_seconds": enum_seconds}
+
+
+def table(out: dict) -> str:
+    """The Markdown table of a run (``main``'s JSON)."""
+    rows = out["rows"]
+    layers = sorted({int(i) for r in rows for i in r["sizes"]}, reverse=True)
+    top = rows[0]["enumerated_from"]
+    lines = [f"Slope {out['slope']}, width ratio {out['ratio']}, depth {out['depth']}: the "
+             f"walk's size on `layers[i:]` going back (i = {layers[0]} … 0; the largest "
+             "entry of the sub-network's input and pre-activations), the smallest size "
+             f"of any preimage on `layers[{top}:]` (every activation pattern tried), "
+             "and the walked input's probability error once rounded to float32. "
+             f"The last layer's input: `top=\"{out['top']}\"`.", "",
+             "| class | smallest on " f"`layers[{top}:]` | the walk's there | "
+             + " | ".join(f"walk, i = {i}" for i in layers if i != top)
+             + " | rounded error |",
+             "|---:|---:|---:|" + "---:|" * (len(layers) - 1) + "---:|"]
+    for r in rows:
+        lines.append(f"| {r['class']} | {r['enumerated_minimum']:.3g} | "
+                     f"{r['walk_at_enumerated']:.3g} | "
+                     + " | ".join(f"{r['sizes'][str(i)]:.2g}" for i in layers if i != top)
+                     + f" | {r['rounded_error']:.2g} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    network_arguments(ap, list(range(10)))
+    ap.add_argument("--top", choices=pw.TOPS, default="min_norm",
+                    help="backward_walk's choice of the last layer's input (default: min_norm)")
+    args = ap.parse_args(argv)
+    _, layers = leaky_network(args.slope, args.ratio, args.depth)
+    rows = []
+    for c in args.classes:
+        rows.append(growth_row(layers, c, args.top))
+        print(rows[-1], flush=True)
+    out = {"date": _dt.date.today().isoformat(), "host": platform.node(),
+           "torch": torch.__version__, "slope": args.slope, "ratio": args.ratio,
+           "depth": args.depth, "top": args.top, "input_width": layers[0][0].shape[1],
+           "rows": rows}
+    name = f"leaky-growth-depth{args.depth}" + ("" if args.top == "min_norm" else f"-{args.top}")
+    write_experiment(args.out, name, out, table(out))
+    return out
+
+
+if __name__ == "__main__":
+    torch.set_num_threads(1)            # the times in the results are on one thread
+    main()
