@@ -26,9 +26,11 @@ reaches. Going back, the size grows about 10 to 100 times per layer, to
 ``--top walk`` classes 1, 4 and 5 end below 2e12 and round within the target,
 while classes 8 and 9, which did so from the minimum-norm start, end at
 1e13–1e14 and miss. Each layer's walk shrinks its own sub-network, and the
-smallest there is not what leaves the layers below the least to do; which
-start suits a target is not known in advance, so
-:func:`~nninvert_lib.pattern_walk.walk_preimages` tries both.
+smallest there is not what leaves the layers below the least to do. Which
+start suits a target is not known in advance; trying the walked start as
+BackPassInv's second walk (its later, noisy walks alternating between the two)
+verified 50% of the samples instead of 70% (``leaky_depth.py``), so
+:func:`~nninvert_lib.pattern_walk.walk_preimages` keeps the minimum-norm start.
 
     python benchmarks/leaky_growth.py                  # ten targets, about 8 minutes
     python benchmarks/leaky_growth.py --top walk

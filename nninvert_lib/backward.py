@@ -61,10 +61,8 @@ fails, and still the paper's null-space sampling:
    (on the sub-networks small enough: :data:`nninvert_lib.pattern_walk.MAX_ENTRIES`),
    the input walked until its float32 rounding keeps the target, then rounded
    entry by entry so that the rounding errors cancel
-   (:func:`~nninvert_lib.pattern_walk.round_preimage`; up to 5 walks: where
-   the network ends with a LeakyReLU, one from the last layer's minimum-norm
-   input and one from that input walked first, then the two in turn with
-   null-space noise). Where one verifies, the target's
+   (:func:`~nninvert_lib.pattern_walk.round_preimage`; up to 5 walks, the
+   later ones with null-space noise). Where one verifies, the target's
    samples are drawn in its region
    (:func:`~nninvert_lib.pattern_walk.region_samples`), or with first-layer
    null-space noise where the input is too wide for that
@@ -157,7 +155,9 @@ stage, 8% with the first walk). Going back, a negative hidden entry is
 divided by the slope and a narrowing layer's pseudoinverse amplifies its
 small singular directions, so the backward pass's inputs reach 1e10–1e21
 there. Other routes measured on
-these nets did no better than the walk: a per-layer solve minimising the
+these nets did no better than the walk: starting it from the last layer's
+smallest input (``pattern_walk.backward_walk(top="walk")`` as the second of
+the 5 walks: 50% at depth 10), a per-layer solve minimising the
 pre-activation norm
 (a convex problem: negative entries weighted by 1/slope²), LM from random
 inputs, and a continuation from the start's own logits to the target. A

@@ -49,13 +49,12 @@ probabilities into 1e-5–1e-4. Where that is not enough it starts again from
 entries still free absorb each error.
 
 The walks find local optima only, and where they end depends on where they
-start: :func:`walk_preimages` tries the last layer's minimum-norm input and
-that input walked first (``top`` of :func:`backward_walk`), then both again
+start (``top`` of :func:`backward_walk`); :func:`walk_preimages` starts again
 with null-space noise. On the last layers alone, :func:`enumerated_minimum`
 solves the program of every activation pattern. A target's further samples
 are random preimages in the walked preimage's region (:func:`region_samples`)
-or, where that program is too large, the walked preimage plus first-layer null-space
-noise (:func:`null_samples`), each rounded the same way.
+or, where that program is too large, the walked preimage plus first-layer
+null-space noise (:func:`null_samples`), each rounded the same way.
 
 On a random narrowing LeakyReLU(0.01) network with widths 55-41-31-23-17-13-10
 (PyTorch's default initialisation) the backward pass's inputs are ~1e9–1e12 and
@@ -85,8 +84,7 @@ ROUND_RESTARTS: int = 8
 SUCCESSIVE_KEEP: int = 20
 #: fractions of a Newton step ``_round_successive`` tries, in turn.
 DAMPING: tuple[float, ...] = (1.0, 0.5, 0.25, 0.1, 0.03, 0.01)
-#: :func:`backward_walk`'s choices of the last layer's input, in the order
-#: :func:`walk_preimages` tries them.
+#: :func:`backward_walk`'s choices of the last layer's input.
 TOPS: tuple[str, ...] = ("min_norm", "walk")
 #: don't walk networks whose programs would hold more matrix entries than this
 #: (input width × total width): HiGHS's time grows fast beyond it.
@@ -635,7 +633,7 @@ def pattern_minimum(layers: Sequence[Layer], signs: Sequence[np.ndarray], z: np.
     eq = np.zeros((K, nv))
     eq[:, :n], eq[:, n] = scale * A, -1.0     # A x + c - k = z
     sol = _solve(cost, np.vstack(rows), np.concatenate(rhs), eq, z - c,
-                    [(None, None)] * (n + 1) + [(0, None)])
+                 [(None, None)] * (n + 1) + [(0, None)])
     return None if sol is None else scale * sol[:n]
 
 
@@ -700,10 +698,14 @@ def backward_walk(layers: Sequence[Layer], z: np.ndarray, *, max_programs: int =
     last layer: on ``benchmarks/leaky_growth.py``'s depth-10 network it
     reaches the smallest size of any pattern there, :func:`enumerated_minimum`,
     within 1%). Each walk below starts from it, and the walks find local
-    optima only, so the two lead to different preimages (neither is the
-    smaller in general); :func:`walk_preimages` tries both. ``trace``, a list, receives ``(i, h)``
-    for each layer ``i`` going back: the input of ``layers[i:]`` it settled on
-    (before the final ``"rounding"`` walk)."""
+    optima only, so the two lead to different preimages, neither the smaller
+    in general. :func:`walk_preimages` uses ``"min_norm"``: trying
+    ``"walk"`` as its second walk (the noisy ones alternating) verified 50%
+    instead of 70% on that network (``benchmarks/leaky_depth.py``).
+
+    ``trace``, a list, receives ``(i, h)`` for each layer ``i`` going back:
+    the input of ``layers[i:]`` it settled on (before the final
+    ``"rounding"`` walk)."""
     if top not in TOPS:
         raise ValueError(f"top must be one of {TOPS}, got {top!r}")
     starts = set(_walk_starts(layers))
@@ -738,23 +740,14 @@ def walkable(layers: Sequence[Layer] | None) -> bool:
     return bool(_walk_starts(layers))
 
 
-def top_choices(layers: Sequence[Layer]) -> tuple[str, ...]:
-    """The ``top`` choices of :func:`backward_walk` that differ on ``layers``, in
-    the order :func:`walk_preimages` tries them: ``TOPS`` where the network
-    ends with a LeakyReLU, ``"min_norm"`` alone where it ends with a Linear
-    layer (the last layer is walked with the layers below it there)."""
-    return TOPS if layers[-1][2] is not None else TOPS[:1]
-
-
 def walk_preimages(layers: Sequence[Layer], targets: torch.Tensor, dtype: torch.dtype, *,
                    attempts: int = 5, std: float = 0.1, atol: float = 1e-3,
                    gen: torch.Generator | None = None
                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """:func:`backward_walk` for each row of ``targets`` ``(n, K)`` probabilities,
     walked for inputs rounded to ``dtype`` (the model's) and rounded by
-    :func:`round_preimage` (with ``ROUND_RESTARTS``): first once for each of
-    :func:`top_choices` without noise, then with null-space noise ``std``,
-    the choices taken in turn, up to ``attempts`` walks in all, until
+    :func:`round_preimage` (with ``ROUND_RESTARTS``): first without noise,
+    then with null-space noise ``std``, up to ``attempts`` walks in all, until
     one misses the target by at most ``atol/4`` once rounded (a margin that
     :func:`region_samples` needs: its samples miss by about as much as their
     anchor). Keeps each row's best walk. Returns the rounded inputs
@@ -763,14 +756,11 @@ def walk_preimages(layers: Sequence[Layer], targets: torch.Tensor, dtype: torch.
     they were rounded from ``(n, in)`` (the anchors of :func:`region_samples`
     and :func:`null_samples`)."""
     z = torch.log(targets.double().cpu()).numpy()
-    tops = top_choices(layers)
     xs, ok, exact = [], [], []
     for row in z:
         best, best_score = None, np.inf
         for attempt in range(attempts):
-            top = tops[attempt % len(tops)]
-            x = backward_walk(layers, row, dtype=dtype, gen=gen, top=top,
-                              std=std if attempt >= len(tops) else 0.0)
+            x = backward_walk(layers, row, dtype=dtype, std=std if attempt else 0.0, gen=gen)
             xr, score = round_preimage(layers, x, row, dtype, good=atol / 4,
                                        restarts=ROUND_RESTARTS, gen=gen)
             if score < best_score:
