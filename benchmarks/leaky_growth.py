@@ -83,16 +83,16 @@ def growth_row(layers: list, c: int, top: str = "min_norm") -> dict:
     sizes = {i: pw._score(layers[i:], h, z, "size", torch.float64,
                           layers[i - 1][2] if i else None) for i, h in trace}
     walk_seconds = time.perf_counter() - t
-    top = enumeration_start(layers)
-    slope = layers[top - 1][2] if top else None
+    first = enumeration_start(layers)
+    slope = layers[first - 1][2] if first else None
     t = time.perf_counter()
-    minimum, _ = pw.enumerated_minimum(layers[top:], z, sizes[top], slope)
+    minimum, _ = pw.enumerated_minimum(layers[first:], z, sizes[first], slope)
     enum_seconds = time.perf_counter() - t
     _, error = pw.round_preimage(layers, x0, z, torch.float32, restarts=pw.ROUND_RESTARTS,
                                  gen=torch.Generator().manual_seed(0))
     return {"class": c, "sizes": {str(i): s for i, s in sorted(sizes.items())},
-            "enumerated_from": top, "enumerated_minimum": minimum,
-            "walk_at_enumerated": sizes[top], "max_abs_input": float(np.abs(x0).max()),
+            "enumerated_from": first, "enumerated_minimum": minimum,
+            "walk_at_enumerated": sizes[first], "max_abs_input": float(np.abs(x0).max()),
             "rounded_error": float(error), "walk_seconds": walk_seconds,
             "enumeration_seconds": enum_seconds}
 
