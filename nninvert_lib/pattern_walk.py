@@ -84,6 +84,8 @@ ROUND_RESTARTS: int = 8
 SUCCESSIVE_KEEP: int = 20
 #: fractions of a Newton step ``_round_successive`` tries, in turn.
 DAMPING: tuple[float, ...] = (1.0, 0.5, 0.25, 0.1, 0.03, 0.01)
+#: the walk's objectives that measure a preimage's size (:func:`walk_patterns`).
+SIZES: tuple[str, ...] = ("size", "input_size")
 #: :func:`backward_walk`'s choices of the last layer's input.
 TOPS: tuple[str, ...] = ("min_norm", "walk")
 #: don't walk networks whose programs would hold more matrix entries than this
@@ -160,8 +162,9 @@ def _program(layers, signs, z, objective, x0, input_slope=None):
     variable and right-hand side is of order one however large the input (the
     pre-activations at ``x0`` come from the forward pass, not from ``M x0 + m``,
     which would cancel). Variables: ``y`` (first ``in``), the softmax shift
-    ``k``, then the objective's own, its value last (``"size"``: in units of
-    ``S``; ``"rounding"``: in units of :func:`rounding_unit` logits). Each
+    ``k``, then the objective's own, its value last (``"size"`` and
+    ``"input_size"``: in units of ``S``; ``"rounding"``: in units of
+    :func:`rounding_unit` logits). Each
     layer's rows are scaled to order one.
     Returns ``(cost, A_ub, b_ub, A_eq, b_eq, bounds, S)``.
     """
@@ -174,7 +177,8 @@ def _program(layers, signs, z, objective, x0, input_slope=None):
     def block(height, nv):
         return np.zeros((height, nv))
 
-    nv = n + 2 if objective == "size" else 2 * n + 2
+    sized = objective in SIZES
+    nv = n + 2 if sized else 2 * n + 2
     for sg, (M, _), a in zip(signs, pre, vals):            # sign·a >= 0, rows of order one
         f = S / max(1.0, float(np.abs(a).max()))
         b = block(len(a), nv)
@@ -189,17 +193,17 @@ def _program(layers, signs, z, objective, x0, input_slope=None):
                 rhs.append(-sign * f * a / S)
     for sign in (1.0, -1.0):             # "size": t >= |x|/S; "rounding": r >= |x|/S
         weight = sign                    # "size" after a LeakyReLU: t >= max(x, -x/slope)/S
-        if objective == "size" and input_slope is not None and sign < 0:
+        if sized and input_slope is not None and sign < 0:
             weight = sign / input_slope
         b = block(n, nv)
         b[:, :n] = weight * np.eye(n)
-        if objective == "size":
+        if sized:
             b[:, -1] = -1.0
         else:
             b[:, n + 1:2 * n + 1] = -np.eye(n)
         rows.append(b)
         rhs.append(-weight * x0 / S)
-    if objective == "size":
+    if sized:
         bounds = [(None, None)] * (n + 1) + [(0, None)]
     else:                                # e >= Σ_i |(P A)_ki| |x_i|, in rounding_unit logits
         b = block(K, nv)
@@ -330,11 +334,14 @@ def _newton(layers, x, z, steps: int = 6, free: np.ndarray | None = None,
 
 def _score(layers, x, z, objective, dtype, input_slope=None):
     """The walk's measure of ``x``: for ``"size"`` the largest entry of the input and
-    the pre-activations; for ``"rounding"`` the largest probability error once ``x``
-    is rounded to ``dtype`` (what verification sees)."""
-    if objective == "size":
-        pre, _ = forward(layers, x)
+    the pre-activations (``"input_size"``: of the input only); for ``"rounding"``
+    the largest probability error once ``x`` is rounded to ``dtype`` (what
+    verification sees)."""
+    if objective in SIZES:
         size = np.abs(x) if input_slope is None else np.maximum(x, -x / input_slope)
+        if objective == "input_size":
+            return float(size.max())
+        pre, _ = forward(layers, x)
         return max([size.max()] + [np.abs(a).max() for a in pre])
     xr = torch.from_numpy(x).to(dtype).double().numpy()
     out = forward(layers, xr)[1]
@@ -539,10 +546,12 @@ def walk_patterns(layers: Sequence[Layer], x: np.ndarray, z: np.ndarray, *,
     of every pre-activation; with ``input_slope`` (the input is a hidden vector
     after a LeakyReLU of that slope) an input entry counts as ``max(x_i,
     -x_i/input_slope)``, the size of the pre-activation the layer below must
-    then produce. Returns the best preimage found (``x`` itself if none is
-    better), float64."""
-    if objective not in ("rounding", "size"):
-        raise ValueError(f"objective must be 'rounding' or 'size', got {objective!r}")
+    then produce. ``objective="input_size"``: the same, of the input only (the
+    pre-activations may grow). Returns the best preimage found (``x`` itself
+    if none is better), float64."""
+    if objective not in ("rounding",) + SIZES:
+        raise ValueError(f"objective must be 'rounding', 'size' or 'input_size', "
+                         f"got {objective!r}")
     pre, _ = forward(layers, x)
     signs = _signs(pre)
     best, best_score, stale, failures = x, _score(layers, x, z, objective, dtype,
@@ -680,7 +689,8 @@ def _null_noise(w: np.ndarray, size: float, gen: torch.Generator | None) -> np.n
 def backward_walk(layers: Sequence[Layer], z: np.ndarray, *, max_programs: int = 30,
                   size_programs: int = 10, dtype: torch.dtype = torch.float32,
                   std: float = 0.0, gen: torch.Generator | None = None,
-                  trace: list | None = None, top: str = "min_norm") -> np.ndarray:
+                  trace: list | None = None, top: str = "min_norm",
+                  size_objective: str = "size") -> np.ndarray:
     """A preimage ``(in,)`` float64 of the logits ``z + k·1`` ``(K,)``: back
     layer by layer, each hidden vector the minimum-norm solution of its layer
     (plus, with ``std > 0``, the paper's null-space noise of norm
@@ -705,7 +715,10 @@ def backward_walk(layers: Sequence[Layer], z: np.ndarray, *, max_programs: int =
 
     ``trace``, a list, receives ``(i, h)`` for each layer ``i`` going back:
     the input of ``layers[i:]`` it settled on (before the final
-    ``"rounding"`` walk)."""
+    ``"rounding"`` walk). ``size_objective``: the objective of the walks going
+    back, ``"size"`` or ``"input_size"`` (:func:`walk_patterns`)."""
+    if size_objective not in SIZES:
+        raise ValueError(f"size_objective must be one of {SIZES}, got {size_objective!r}")
     if top not in TOPS:
         raise ValueError(f"top must be one of {TOPS}, got {top!r}")
     starts = set(_walk_starts(layers))
@@ -718,12 +731,9 @@ def backward_walk(layers: Sequence[Layer], z: np.ndarray, *, max_programs: int =
         if std > 0 and w.shape[1] > w.shape[0]:
             h = h + _null_noise(w, std * np.linalg.norm(h), gen)
         below = layers[i - 1][2] if i else None
-        if i == len(layers) - 1 and slope is not None and top == "walk":
-            h = walk_patterns(layers[i:], h, z, objective="size", max_programs=size_programs,
-                              input_slope=below)
-        elif i in starts:
-            h = walk_patterns(layers[i:], h, z, objective="size", max_programs=size_programs,
-                              input_slope=below)
+        if (i == len(layers) - 1 and slope is not None and top == "walk") or i in starts:
+            h = walk_patterns(layers[i:], h, z, objective=size_objective,
+                              max_programs=size_programs, input_slope=below)
         if trace is not None:
             trace.append((i, h.copy()))
     if 0 not in starts:
@@ -750,7 +760,10 @@ def walk_preimages(layers: Sequence[Layer], targets: torch.Tensor, dtype: torch.
     then with null-space noise ``std``, up to ``attempts`` walks in all, until
     one misses the target by at most ``atol/4`` once rounded (a margin that
     :func:`region_samples` needs: its samples miss by about as much as their
-    anchor). Keeps each row's best walk. Returns the rounded inputs
+    anchor). If none does, one more walk without noise shrinks only the input
+    of each sub-network going back (``size_objective="input_size"``; its
+    rounding draws from a generator of ``gen``'s seed, so that ``gen`` is left
+    as the other rows expect). Keeps each row's best walk. Returns the rounded inputs
     ``(n, in)`` (float64 holding ``dtype`` values), whether each verifies
     (misses by at most ``0.9·atol``) ``(n,)`` bool, and the float64 preimages
     they were rounded from ``(n, in)`` (the anchors of :func:`region_samples`
@@ -767,6 +780,13 @@ def walk_preimages(layers: Sequence[Layer], targets: torch.Tensor, dtype: torch.
                 best, best_score = (xr, x), score
             if best_score <= atol / 4:
                 break
+        if best_score > atol / 4:        # a last walk that lets the pre-activations grow
+            x = backward_walk(layers, row, dtype=dtype, size_objective="input_size")
+            side = None if gen is None else torch.Generator().manual_seed(gen.initial_seed())
+            xr, score = round_preimage(layers, x, row, dtype, good=atol / 4,
+                                       restarts=ROUND_RESTARTS, gen=side)
+            if score < best_score:
+                best, best_score = (xr, x), score
         xs.append(best[0])
         exact.append(best[1])
         ok.append(best_score <= 0.9 * atol)

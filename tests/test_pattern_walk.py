@@ -156,6 +156,57 @@ def test_top_choices_lead_to_different_preimages(deep_leaky):
         pw.backward_walk(layers, z, top="best")
 
 
+def test_input_size_walk_shrinks_the_input_only(deep_leaky):
+    """``"input_size"``: the walk's answer is a preimage whose input is no larger
+    than where it started; ``backward_walk`` passes it to every walk going back,
+    and refuses an unknown objective."""
+    pw = pattern_walk
+    layers = _layers(deep_leaky)
+    z = np.log(TEN[4].double().numpy())
+    trace = []
+    pw.backward_walk(layers, z, trace=trace)
+    i, h = next((i, h) for i, h in trace if i == 2)
+    walked = pw.walk_patterns(layers[i:], h, z, objective="input_size",
+                              input_slope=layers[i - 1][2])
+    assert pw._residual(layers[i:], walked, z) < 1e-6 * (1 + np.abs(z).max())
+    size = pw._score(layers[i:], walked, z, "input_size", torch.float64, layers[i - 1][2])
+    start = pw._score(layers[i:], h, z, "input_size", torch.float64, layers[i - 1][2])
+    assert size <= start
+    x = pw.backward_walk(layers, z, size_objective="input_size")
+    assert pw._residual(layers, x, z) < 1e-6 * (1 + np.abs(z).max())
+    with pytest.raises(ValueError, match="size_objective must be one of"):
+        pw.backward_walk(layers, z, size_objective="rounding")
+    with pytest.raises(ValueError, match="objective must be"):
+        pw.walk_patterns(layers, x, z, objective="norm")
+
+
+def test_walk_preimages_ends_with_an_input_size_walk_only_where_the_others_miss(
+        deep_leaky, monkeypatch):
+    """Where a walk verifies, no ``"input_size"`` walk runs; with no other walk
+    allowed (``attempts=0``) it is the one returned, and ``gen`` is left as it was."""
+    pw = pattern_walk
+    layers = _layers(deep_leaky)
+    calls = []
+    walk = pw.backward_walk
+
+    def spy(*args, **kw):
+        calls.append(kw.get("size_objective", "size"))
+        return walk(*args, **kw)
+
+    monkeypatch.setattr(pw, "backward_walk", spy)
+    t = TEN[5:6]
+    pw.walk_preimages(layers, t, torch.float32, gen=torch.Generator().manual_seed(0))
+    assert calls and "input_size" not in calls
+    calls.clear()
+    gen = torch.Generator().manual_seed(0)
+    state = gen.get_state()
+    x, ok, exact = pw.walk_preimages(layers, t, torch.float32, attempts=0, gen=gen)
+    assert calls == ["input_size"]
+    assert torch.equal(gen.get_state(), state)
+    assert torch.equal(ok, verify(deep_leaky, x.float(), t)[1])
+    z = np.log(t[0].double().numpy())
+    assert pw._residual(layers, exact[0].numpy(), z) < 1e-6 * (1 + np.abs(z).max())
+
 def test_region_samples_are_distinct_verified_preimages(deep_leaky):
     layers = _layers(deep_leaky)
     t = TEN[3:4]
