@@ -62,9 +62,8 @@ def enumeration_start(layers: list) -> int:
     input), and has at least one (the last layers
     :func:`~nninvert_lib.pattern_walk.enumerated_minimum` can try whole)."""
     for i in range(len(layers)):
-        if (i == 0 or layers[i - 1][2] is not None) and pw.hidden_units(layers[i:]) <= pw.MAX_UNITS:
-            if pw.hidden_units(layers[i:]) == 0:
-                break
+        units = pw.hidden_units(layers[i:])
+        if (i == 0 or layers[i - 1][2] is not None) and 0 < units <= pw.MAX_UNITS:
             return i
     raise ValueError("no sub-network ending the network has 1 to "
                      f"{pw.MAX_UNITS} hidden units")

@@ -152,15 +152,14 @@ at 0.5 (the pattern walk of step 3 did depth 10 at 0.75: 0% without it), and
 for slope 0.01 up to depth 8 at both ratios (at ratio 0.5, depth 8 the input
 is 2,560 wide and the walk covers the narrower layers); slope 0.01 at ratio
 0.75 gives 80% at depth 10 (70% before the last, input-only walk, 40%
-before ``round_preimage``'s successive stage, 8% with the first walk). Going back, a negative hidden entry is
-divided by the slope and a narrowing layer's pseudoinverse amplifies its
-small singular directions, so the backward pass's inputs reach 1e10–1e21
-there. Other routes measured on
+before ``round_preimage``'s successive stage, 8% with the first walk).
+Going back, a negative hidden entry is divided by the slope and a narrowing
+layer's pseudoinverse amplifies its small singular directions, so the
+backward pass's inputs reach 1e10–1e21 there. Other routes measured on
 these nets did no better than the walk: starting it from the last layer's
 smallest input (``pattern_walk.backward_walk(top="walk")`` as the second of
 the 5 walks: 50% at depth 10), a per-layer solve minimising the
-pre-activation norm
-(a convex problem: negative entries weighted by 1/slope²), LM from random
+pre-activation norm (a convex problem: negative entries weighted by 1/slope²), LM from random
 inputs, and a continuation from the start's own logits to the target. A
 continuation in the slope itself (from 1, where the network is affine, down
 to its own; ``leaky_depth.py --continuation``) keeps the inputs small

@@ -771,22 +771,19 @@ def walk_preimages(layers: Sequence[Layer], targets: torch.Tensor, dtype: torch.
     z = torch.log(targets.double().cpu()).numpy()
     xs, ok, exact = [], [], []
     for row in z:
+        side = None if gen is None else torch.Generator().manual_seed(gen.initial_seed())
+        walks = [(std if attempt else 0.0, "size", gen) for attempt in range(attempts)]
+        walks.append((0.0, "input_size", side))   # the last: the pre-activations may grow
         best, best_score = None, np.inf
-        for attempt in range(attempts):
-            x = backward_walk(layers, row, dtype=dtype, std=std if attempt else 0.0, gen=gen)
+        for noise, objective, draws in walks:
+            x = backward_walk(layers, row, dtype=dtype, std=noise, gen=draws,
+                              size_objective=objective)
             xr, score = round_preimage(layers, x, row, dtype, good=atol / 4,
-                                       restarts=ROUND_RESTARTS, gen=gen)
+                                       restarts=ROUND_RESTARTS, gen=draws)
             if score < best_score:
                 best, best_score = (xr, x), score
             if best_score <= atol / 4:
                 break
-        if best_score > atol / 4:        # a last walk that lets the pre-activations grow
-            x = backward_walk(layers, row, dtype=dtype, size_objective="input_size")
-            side = None if gen is None else torch.Generator().manual_seed(gen.initial_seed())
-            xr, score = round_preimage(layers, x, row, dtype, good=atol / 4,
-                                       restarts=ROUND_RESTARTS, gen=side)
-            if score < best_score:
-                best, best_score = (xr, x), score
         xs.append(best[0])
         exact.append(best[1])
         ok.append(best_score <= 0.9 * atol)
