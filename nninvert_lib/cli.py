@@ -195,6 +195,15 @@ def _cmd_invert(args: argparse.Namespace) -> int:
                          "and --method forward or generalized")
     if args.warm_start < 0:
         raise ValueError(f"--warm-start must be >= 0, got {args.warm_start}")
+    if not (0 < args.atol < 1):
+        raise ValueError(f"--atol is the tolerance on each probability and must lie in "
+                         f"(0, 1), got {args.atol}")
+    if args.max_iter is not None:
+        if args.method == "back-paper":
+            raise ValueError("--max-iter sets the LM iterations; the paper's BackPassInv "
+                             "(back-paper) runs no LM")
+        if args.max_iter < 1:
+            raise ValueError(f"--max-iter must be >= 1, got {args.max_iter}")
     if args.png:
         _check_image_path(args.png)
     target = target_distribution(args.classes, p=args.p)   # refuses bad classes and P first
@@ -211,6 +220,9 @@ def _cmd_invert(args: argparse.Namespace) -> int:
         method, options = back_pass_inv, {
             "std": args.std, "max_cond": args.max_cond,
             "strategy": "paper" if args.method == "back-paper" else "anchored"}
+    options["atol"] = args.atol
+    if args.max_iter is not None:
+        options["lm_max_iter" if method is back_pass_inv else "max_iter"] = args.max_iter
     if args.n_verified:
         result = collect_verified(method, model, target, args.n_verified, seed=args.seed,
                                   max_rounds=args.max_rounds, **options)
@@ -223,14 +235,15 @@ def _cmd_invert(args: argparse.Namespace) -> int:
     classes = torch.as_tensor(args.classes).repeat_interleave(len(result.converged) // len(target))
     for c in dict.fromkeys(args.classes):
         ok = result.converged[classes == c]
-        print(f"class {c}: {int(ok.sum())}/{len(ok)} verified (atol {result.info.get('atol', 1e-3)})")
+        print(f"class {c}: {int(ok.sum())}/{len(ok)} verified (atol {args.atol:g})")
     print(f"{DISPLAY_NAMES[args.name]} ({args.profile}), {args.method}: "
           f"{100 * result.success_rate:.1f}% verified")
     if args.out:
         _parent_made(args.out)
         torch.save({"inputs": result.inputs, "probs": result.probs, "target": result.target,
                     "converged": result.converged, "classes": classes, "model": args.name,
-                    "profile": args.profile, "method": args.method}, args.out)
+                    "profile": args.profile, "method": args.method, "atol": args.atol},
+                   args.out)
         print(f"saved {len(result.inputs)} inputs to {args.out}")
     if args.png:
         from .plotting import image_grid
@@ -356,6 +369,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warm-start", type=int, default=0, metavar="STEPS",
                    help="ViT, forward or generalized: Adam steps aligning the class token "
                         "before LM (default 0; 200 helps a weakly trained ViT at high p)")
+    p.add_argument("--atol", type=float, default=1e-3,
+                   help="an input is verified when every probability is within ATOL of the "
+                   "target (default 1e-3)")
+    p.add_argument("--max-iter", type=int, default=None, metavar="N",
+                   help="LM iterations per sample: forward and generalized, and back's LM "
+                   "polish (default 30, the paper's)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--profile", choices=PROFILES, default="quick",
                    help="which trained model (default quick)")

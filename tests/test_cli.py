@@ -146,12 +146,47 @@ def test_invert_counts_the_requested_class_even_when_it_is_not_the_likeliest(fre
     (["--p", "1.2"], "p must be a number strictly between 0 and 1"),
     (["--n", "0"], "n_samples must be an int >= 1"),
     (["--max-cond", "0.5", "--classes", "1", "--n", "1"], "max_cond must be >= 1"),
+    (["--atol", "0"], "--atol is the tolerance on each probability and must lie in (0, 1)"),
+    (["--atol", "nan"], "must lie in (0, 1), got nan"),
+    (["--max-iter", "0", "--method", "forward"], "--max-iter must be >= 1"),
+    (["--max-iter", "5", "--method", "back-paper"], "runs no LM"),
 ])
 def test_invert_reports_invalid_settings_without_a_traceback(argv, message, fresh_cache,
                                                              capsys):
     assert cli.main(["invert", "fcnn1", "--profile", "smoke", "--no-progress", *argv]) == 2
     err = capsys.readouterr().err
     assert err.startswith("nninvert invert: error:") and message in err
+
+
+@pytest.mark.parametrize("method, module, name, key", [
+    ("forward", "forward", "forward_pass_inv", "max_iter"),
+    ("back", "backward", "back_pass_inv", "lm_max_iter"),
+])
+def test_invert_passes_atol_and_max_iter_to_the_method(method, module, name, key, fresh_cache,
+                                                      tmp_path, monkeypatch, capsys):
+    import importlib
+
+    import torch
+
+    mod = importlib.import_module(f"nninvert_lib.{module}")
+    real, seen = getattr(mod, name), {}
+
+    def spy(*args, **kwargs):
+        seen.update(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(mod, name, spy)
+    out = tmp_path / "inv.pt"
+    argv = ["invert", "fcnn1", "--profile", "smoke", "--method", method, "--classes", "4",
+            "--n", "3", "--p", "0.5", "--atol", "0.2", "--max-iter", "2", "--out", str(out),
+            "--no-progress"]
+    assert cli.main(argv) == 0
+    assert seen["atol"] == 0.2 and seen[key] == 2
+    assert "verified (atol 0.2)" in capsys.readouterr().out
+    saved = torch.load(out, weights_only=True)
+    assert saved["atol"] == 0.2
+    ok = ((saved["probs"] - saved["target"]).abs() <= 0.2).all(dim=1)
+    assert torch.equal(ok, saved["converged"])
 
 
 def test_invert_generalized_refuses_an_fcnn(capsys):
