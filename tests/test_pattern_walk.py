@@ -365,3 +365,91 @@ def test_back_pass_inv_walks_targets_without_anchors(deep_leaky, monkeypatch):
     assert without.info["pattern_walks"] == 0
     assert without.success_rate < 0.25
     assert backward.ANCHOR_ROUNDS > 0
+
+
+@pytest.fixture(scope="module")
+def inflated():
+    """A 30-20-14-10 LeakyReLU(0.01) network, class 3's target, and a preimage of it
+    pushed to ~1e8 along the first layer's null space: exact in float64, but
+    rounding it to float32 moves the probabilities by ~1e-2."""
+    net = _net((30, 20, 14, 10), seed=0, final=False)
+    layers = _layers(net)
+    z = np.log(TEN[3].double().numpy())
+    x = pattern_walk.backward_walk(layers, z)
+    null = np.linalg.svd(layers[0][0])[2][20:].T
+    g = np.random.default_rng(0).standard_normal(10)
+    return net, layers, z, pattern_walk._newton(layers, x + 1e8 * null @ g, z)
+
+
+def test_zero_entries_moves_along_the_first_layers_null_space(inflated):
+    _, layers, z, x = inflated
+    moved, zeroed = pattern_walk._zero_entries(layers, x, z, 7)
+    assert zeroed.sum() == 7 and set(np.flatnonzero(zeroed)) == set(np.argsort(np.abs(x))[:7])
+    assert np.abs(moved[zeroed]).max() <= 1e-6 * np.abs(x).max()
+    w, b, _ = layers[0]
+    np.testing.assert_allclose(w @ moved, w @ x, atol=1e-6 * np.abs(w @ x).max())
+    assert pattern_walk._residual(layers, moved, z) < 1e-6
+
+
+def test_absorbers_is_the_null_space_less_a_margin(inflated):
+    _, layers, _, _ = inflated
+    assert pattern_walk.absorbers(layers, torch.float32) == 30 - 20 - pattern_walk.ABSORBER_MARGIN
+    assert pattern_walk.absorbers(layers, torch.float64) == 0       # nothing to round
+    square = _layers(_net((10, 10, 5), seed=0))
+    assert pattern_walk.absorbers(square, torch.float32) == 0       # no null space
+
+
+def test_absorbed_rounding_rounds_what_the_greedy_search_cannot(inflated):
+    """Each entry rounded with its error absorbed exactly by the linear program of
+    the entries still free, and the zeroed entries rounded last: within the target
+    where plain rounding and round_preimage's earlier stages miss."""
+    net, layers, z, x = inflated
+    assert pattern_walk._probability_error(pattern_walk.forward(layers, x)[1], z) < 1e-9
+    plain = pattern_walk._score(layers, x, z, "rounding", torch.float32)
+    _, before = pattern_walk.round_preimage(layers, x, z, torch.float32, absorbed=False)
+    xr, err = pattern_walk.absorbed_rounding(layers, x, z, torch.float32)
+    assert plain > 1e-3 and before > 2.5e-4
+    assert err <= min(2.5e-4, before / 4)
+    np.testing.assert_array_equal(xr, xr.astype(np.float32))              # representable
+    exact = copy.deepcopy(net).double()
+    probs = torch.softmax(exact(torch.from_numpy(xr)[None]), dim=1)[0]
+    assert (probs - TEN[3].double()).abs().max().item() == pytest.approx(err, rel=1e-3)
+    assert verify(net, torch.from_numpy(xr)[None].float(), TEN[3:4])[1].all()
+    # round_preimage runs it where its other stages miss, and keeps the better answer
+    _, default = pattern_walk.round_preimage(layers, x, z, torch.float32)
+    assert default <= err
+
+
+def test_evaluation_error_counts_float64s_own_rounding(inflated):
+    _, layers, z, x = inflated
+    plain = pattern_walk._probability_error(pattern_walk.forward(layers, x)[1], z)
+    assert pattern_walk.evaluation_error(layers, x, z) == pytest.approx(plain, abs=1e-9)
+    null = np.linalg.svd(layers[0][0])[2][20:].T
+    huge = x + 1e17 * null @ np.ones(10)          # first-layer sums of ~1e17: float64 rounds
+    plain = pattern_walk._probability_error(pattern_walk.forward(layers, huge)[1], z)
+    assert pattern_walk.evaluation_error(layers, huge, z) >= plain
+
+
+def test_absorbing_one_rounding_keeps_a_preimage_and_the_relaxed_program_agrees(inflated):
+    """One step of absorbed_rounding: the largest entry set to a float32 neighbour,
+    the free entries corrected by the region's program, the point is still a
+    preimage; the relaxed program (used where the exact one has no answer)
+    misses by ~0 there and its miss is the corrected point's residual."""
+    _, layers, z, x = inflated
+    x1, zeroed = pattern_walk._zero_entries(layers, x, z, 7)
+    unit = torch.finfo(torch.float32).eps * 2.0 ** np.floor(np.log2(np.abs(x1).max()))
+    j = int(np.argmax(np.abs(x1)))
+    free = np.ones(len(x1), dtype=bool)
+    free[j] = False
+    value = pattern_walk._neighbours(float(x1[j]), torch.float32)[1]     # the farther one
+    plain = x1.copy()
+    plain[j] = value
+    assert pattern_walk._residual(layers, plain, z) > 1e-3
+    for soft in (False, True):
+        found = pattern_walk._absorb(layers, x1, z, free, j, value - x1[j], unit, x1, zeroed,
+                                     soft=soft)
+        e, miss = found if soft else (found, 0.0)
+        assert e[j] == 0 and miss < 1e-9
+        moved = x1 + e
+        moved[j] = value
+        assert pattern_walk._residual(layers, moved, z) < 1e-6
