@@ -69,8 +69,14 @@ def rounding_row(net: torch.nn.Module, layers: list, c: int) -> dict:
     walked = time.perf_counter() - t
     t = time.perf_counter()
     _, greedy = pw.round_preimage(layers, x0, z, torch.float32, restarts=pw.ROUND_RESTARTS,
-                                  gen=torch.Generator().manual_seed(0), successive=False)
+                                  gen=torch.Generator().manual_seed(0), successive=False,
+                                  absorbed=False)
     t_greedy = time.perf_counter() - t
+    t = time.perf_counter()
+    _, successive = pw.round_preimage(layers, x0, z, torch.float32,
+                                      restarts=pw.ROUND_RESTARTS,
+                                      gen=torch.Generator().manual_seed(0), absorbed=False)
+    t_successive = time.perf_counter() - t
     t = time.perf_counter()
     xr, full = pw.round_preimage(layers, x0, z, torch.float32, restarts=pw.ROUND_RESTARTS,
                                  gen=torch.Generator().manual_seed(0))
@@ -79,11 +85,11 @@ def rounding_row(net: torch.nn.Module, layers: list, c: int) -> dict:
     return {"class": c, "max_abs_input": float(np.abs(x0).max()),
             "walked_error": float(pw._probability_error(pw.forward(layers, x0)[1], z)),
             "plain_error": pw._score(layers, x0, z, "rounding", torch.float32),
-            "greedy_error": greedy, "rounded_error": full,
+            "greedy_error": greedy, "successive_error": successive, "rounded_error": full,
             "torch_float64_error": float((probs[0] - p.double()).abs().max()),
             "extended_error": extended_error(layers, xr, p.double().numpy()),
             "verified": bool(ok[0]), "walk_seconds": walked, "greedy_seconds": t_greedy,
-            "rounding_seconds": t_full}
+            "successive_seconds": t_successive, "rounding_seconds": t_full}
 
 
 def table(out: dict) -> str:
@@ -93,13 +99,15 @@ def table(out: dict) -> str:
              f"unless stated; extended precision: {out['extended_digits']} decimal digits.",
              "",
              "| class | walked input: largest entry | walked (float64) | plainly rounded | "
-             "greedy search | with the successive stage | that input, PyTorch float64 "
-             "(verify) | extended precision | verified | seconds: walk / rounding |",
-             "|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|"]
+             "greedy search | with the successive stage | with the absorbed rounding | "
+             "that input, PyTorch float64 (verify) | extended precision | verified | "
+             "seconds: walk / rounding |",
+             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|"]
     for r in out["rows"]:
         lines.append(
             f"| {r['class']} | {r['max_abs_input']:.2g} | {r['walked_error']:.1e} | "
-            f"{r['plain_error']:.1e} | {r['greedy_error']:.1e} | {r['rounded_error']:.1e} | "
+            f"{r['plain_error']:.1e} | {r['greedy_error']:.1e} | {r['successive_error']:.1e} | "
+            f"{r['rounded_error']:.1e} | "
             f"{r['torch_float64_error']:.1e} | {r['extended_error']:.1e} | "
             f"{'yes' if r['verified'] else 'no'} | "
             f"{r['walk_seconds']:.0f} / {r['rounding_seconds']:.0f} |")

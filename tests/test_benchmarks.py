@@ -72,14 +72,16 @@ def test_classes_short_names_the_targets_with_too_few_verified_samples():
 
 def test_leaky_rounding_compares_the_roundings_and_the_evaluations(tmp_path):
     """``leaky_rounding.py``: per target, the errors of plain rounding, the greedy
-    search and the successive stage never increase in that order, and the
-    verified flag agrees with the PyTorch float64 error that verify judges."""
+    search and the successive stage never increase in that order, the absorbed
+    rounding ends within ``good`` or below the successive stage, and the verified
+    flag agrees with the PyTorch float64 error that verify judges."""
     leaky_rounding = bench_module("leaky_rounding")
     out = leaky_rounding.main(["--depth", "6", "--classes", "1", "2", "--out", str(tmp_path)])
     assert [r["class"] for r in out["rows"]] == [1, 2] and out["input_width"] == 55
     for r in out["rows"]:
         assert r["walked_error"] < 1e-9
-        assert r["rounded_error"] <= r["greedy_error"] <= r["plain_error"]
+        assert r["successive_error"] <= r["greedy_error"] <= r["plain_error"]
+        assert r["rounded_error"] <= max(r["successive_error"], 2.5e-4)
         assert r["verified"] == (r["torch_float64_error"] <= 1e-3)
         assert abs(r["extended_error"] - r["rounded_error"]) < 1e-6   # small inputs agree
     table = next(tmp_path.glob("*-leaky-rounding-depth6.md")).read_text().splitlines()
