@@ -1,17 +1,20 @@
-"""Rounding the pattern walk's preimages to float32, with and without the successive stage.
+"""Rounding the pattern walk's preimages to float32, stage by stage.
 
 On a deep random LeakyReLU(0.01) network (``leaky_depth.py``'s slope 0.01, width
 ratio 0.75, depth 10) the pattern walk (:mod:`nninvert_lib.pattern_walk`) finds
 float64 preimages of 1e10–1e18 for the targets ``target_distribution(c, 0.9)``.
 For each target this script takes the first walk (no noise, as step 3 of
-BackPassInv's default starts) and rounds it to float32 three ways:
+BackPassInv's default starts) and rounds it to float32 four ways:
 
 * plainly (every entry to its nearest float32);
-* by :func:`~nninvert_lib.pattern_walk.round_preimage` without its successive
-  stage (``successive=False``: the greedy search of whole-ulp moves, with
+* by :func:`~nninvert_lib.pattern_walk.round_preimage` with its greedy search
+  only (``successive=False, absorbed=False``: whole-ulp moves, with
   ``ROUND_RESTARTS`` restarts);
-* by ``round_preimage`` as BackPassInv calls it (the greedy search started again
-  from ``_round_successive`` where it misses).
+* with the successive stage as well (``absorbed=False``: the greedy search
+  started again from ``_round_successive`` where it misses);
+* by ``round_preimage`` as BackPassInv calls it, whose last stage is
+  :func:`~nninvert_lib.pattern_walk.absorbed_rounding` (entries rounded one at
+  a time, each error absorbed exactly by a linear program).
 
 Each error is the largest probability error ``max_k |softmax_k - p_k|`` of a
 float64 NumPy forward pass, the one the rounding steers by. The last answer is
@@ -22,13 +25,14 @@ that float64 evaluation is not what decides: at inputs of 1e12 and more the
 first layer's pre-activations are of that size, and float64 holds them only
 to ~1e-4, which the layers above amplify.
 
-On the committed run the three evaluations agree to within 2e-6 (within 1e-8
-where the input is below 1e14), far inside the tolerance of 1e-3, so float64
-does not decide here. Of the first walks, two
-(classes 8 and 9, inputs below 1e11) verify; the successive stage lowers the
-error of class 5 (input 6e12) from 0.026 to 0.0045 and of class 2 a little,
-and leaves the rest as the greedy search left them. BackPassInv's own walks
-(``leaky_depth.py``) add null-space noise and up to five walks per target.
+On the committed run the greedy search and the successive stage verify two of
+the ten first walks (classes 8 and 9, inputs below 1e11); the absorbed
+rounding verifies six more, with inputs up to 7.4e15, at errors of 3e-9 to
+3e-6 (20–45 s each). The two left (classes 0 and 3) are not float64
+preimages to begin with: at 9e16 and 2e18 float64's own rounding leaves the
+walked inputs 7e-4 and 0.015 from the target, and the rounding does not start
+from them. The three evaluations agree to within 1.5e-5. BackPassInv's own
+walks (``leaky_depth.py``) add null-space noise and up to six walks per target.
 
     python benchmarks/leaky_rounding.py                # ten targets, about 10 minutes
 

@@ -578,9 +578,9 @@ def _absorb(layers, x, z, free, j, step, unit, anchor, zeroed, soft=False):
                  [(None, None)] * nf + [(0, None)])
     if sol is None:
         return None
-    out = np.zeros(len(x))
-    out[free] = unit * sol[:nf]
-    return out
+    correction = np.zeros(len(x))
+    correction[free] = unit * sol[:nf]
+    return correction
 
 
 def _absorb_soft(a_ub, b_ub, a_eq, target, free, unit):
@@ -604,9 +604,9 @@ def _absorb_soft(a_ub, b_ub, a_eq, target, free, unit):
                   bounds=[(None, None)] * (nv - 1) + [(0, None), (0, None)], method="highs")
     if res.status != 0:
         return None
-    out = np.zeros(len(free))
-    out[free] = unit * res.x[:nv - 1]
-    return out, float(res.x[-1])
+    correction = np.zeros(len(free))
+    correction[free] = unit * res.x[:nv - 1]
+    return correction, float(res.x[-1])
 
 
 def absorbed_rounding(layers: Sequence[Layer], x: np.ndarray, z: np.ndarray,
@@ -644,11 +644,16 @@ def absorbed_rounding(layers: Sequence[Layer], x: np.ndarray, z: np.ndarray,
        of the largest entry), are rounded; their own errors are ~``ε`` times
        smaller, and :func:`_round_greedy` moves single ulps from there.
 
-    On ``benchmarks/leaky_growth.py``'s depth-10 network, the two targets
-    whose walked inputs (2e14 and 9e16) no other rounding brought below 0.02
-    round to probability errors of 4e-6 and 4e-5 (about a minute each). An
-    entry whose program is infeasible for both neighbours is rounded to the
-    nearest value and left to the polish.
+    An entry whose program holds for neither neighbour is tried again after
+    the others. Where no program holds any more (the last few large entries,
+    once few entries are free), each remaining entry takes the neighbour whose
+    correction misses the centred logits least (the program with its
+    equalities relaxed), and the polish takes it from there.
+
+    On ``benchmarks/leaky_rounding.py``'s depth-10 network it verifies six of
+    the ten first walks that the greedy search and the successive stage leave
+    at errors of 2e-3 to 0.9 (inputs 8e11 to 7.4e15), at 3e-9 to 3e-6, in
+    20–45 s each.
     """
     if count is None:
         count = absorbers(layers, dtype)
