@@ -22,17 +22,20 @@ What it shows at depth 10: the last layer's minimum-norm input
 (``--top min_norm``, the default) has size 900–1,800, 1.5 to 9 times the
 smallest there (130–800), which the walk on that layer (``--top walk``)
 reaches. Going back, the size grows about 10 to 100 times per layer, to
-1e10–1e18 at the input. The smaller start does not carry through: with
-``--top walk`` classes 1, 4 and 5 end below 2e12 and round within the target,
-while classes 8 and 9, which did so from the minimum-norm start, end at
-1e13–1e14 and miss. Each layer's walk shrinks its own sub-network, and the
-smallest there is not what leaves the layers below the least to do. Which
-start suits a target is not known in advance; trying the walked start as
-BackPassInv's second walk (its later, noisy walks alternating between the two)
-verified 50% of the samples instead of 70% (``leaky_depth.py``), so
-:func:`~nninvert_lib.pattern_walk.walk_preimages` keeps the minimum-norm start.
+1e10–1e18 at the input. The smaller start does not carry through in size:
+with ``--top walk`` classes 1, 4 and 5 end below 2e12, but classes 8 and 9
+end at 1e13–1e14 instead of 1e10–1e11. Each layer's walk shrinks its own
+sub-network, and the smallest there is not what leaves the layers below the
+least to do. Before ``round_preimage`` had its absorbed rounding, inputs of
+1e13 and more missed once rounded, and trying the walked start as
+BackPassInv's second walk (its later, noisy walks alternating between the
+two) verified 50% of the samples instead of 70% (``leaky_depth.py``), so
+:func:`~nninvert_lib.pattern_walk.walk_preimages` keeps the minimum-norm
+start. With it, every walked start rounds within the target (the last
+column), while from the minimum-norm start classes 0 and 3 end at 2e18 and
+9e16, beyond what float64 holds.
 
-    python benchmarks/leaky_growth.py                  # ten targets, about 8 minutes
+    python benchmarks/leaky_growth.py                  # ten targets, about 14 minutes
     python benchmarks/leaky_growth.py --top walk
     python benchmarks/leaky_growth.py --depth 8
 
