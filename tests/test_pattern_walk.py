@@ -453,3 +453,33 @@ def test_absorbing_one_rounding_keeps_a_preimage_and_the_relaxed_program_agrees(
         moved = x1 + e
         moved[j] = value
         assert pattern_walk._residual(layers, moved, z) < 1e-6
+
+
+def test_walk_preimages_walks_from_the_walked_last_layer_where_float64_runs_out(
+        deep_leaky, monkeypatch):
+    """Where the first walk's float64 preimage already misses (as evaluation_error
+    judges it), the next walk starts from the walked last layer (top="walk");
+    where float64 holds it, the walks are as before."""
+    layers = _layers(deep_leaky)
+    tops = []
+    walk = pattern_walk.backward_walk
+
+    def spy(*args, **kwargs):
+        tops.append(kwargs.get("top", "min_norm"))
+        return walk(*args, **kwargs)
+
+    monkeypatch.setattr(pattern_walk, "backward_walk", spy)
+    pattern_walk.walk_preimages(layers, TEN[3:4], torch.float32,
+                                gen=torch.Generator().manual_seed(0))
+    assert tops == ["min_norm"]
+    tops.clear()
+    real, calls = pattern_walk.evaluation_error, []
+
+    def beyond(*args):          # the first walk, unrounded and rounded, misses
+        calls.append(1)
+        return 1.0 if len(calls) <= 2 else real(*args)
+
+    monkeypatch.setattr(pattern_walk, "evaluation_error", beyond)
+    xs, ok, _ = pattern_walk.walk_preimages(layers, TEN[3:4], torch.float32,
+                                            gen=torch.Generator().manual_seed(0))
+    assert tops == ["min_norm", "walk"] and ok.all()
