@@ -33,6 +33,19 @@ def _centred(v):
     return v - v.mean()
 
 
+def _record_walks(monkeypatch, key, default):
+    """The list that records ``key`` (``default`` where not passed) of every
+    ``backward_walk`` call from now on."""
+    seen, walk = [], pattern_walk.backward_walk
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs.get(key, default))
+        return walk(*args, **kwargs)
+
+    monkeypatch.setattr(pattern_walk, "backward_walk", spy)
+    return seen
+
+
 @pytest.mark.parametrize("final", [True, False])
 def test_layers_reproduce_the_model_and_its_affine_map_on_a_region(final):
     net = _net((12, 9, 7, 5), slope=0.1, seed=1, final=final)
@@ -186,14 +199,7 @@ def test_walk_preimages_ends_with_an_input_size_walk_only_where_the_others_miss(
     allowed (``attempts=0``) it is the one returned, and ``gen`` is left as it was."""
     pw = pattern_walk
     layers = _layers(deep_leaky)
-    calls = []
-    walk = pw.backward_walk
-
-    def spy(*args, **kw):
-        calls.append(kw.get("size_objective", "size"))
-        return walk(*args, **kw)
-
-    monkeypatch.setattr(pw, "backward_walk", spy)
+    calls = _record_walks(monkeypatch, "size_objective", "size")
     t = TEN[5:6]
     pw.walk_preimages(layers, t, torch.float32, gen=torch.Generator().manual_seed(0))
     assert calls and "input_size" not in calls
@@ -461,14 +467,7 @@ def test_walk_preimages_walks_from_the_walked_last_layer_where_float64_runs_out(
     judges it), the next walk starts from the walked last layer (top="walk");
     where float64 holds it, the walks are as before."""
     layers = _layers(deep_leaky)
-    tops = []
-    walk = pattern_walk.backward_walk
-
-    def spy(*args, **kwargs):
-        tops.append(kwargs.get("top", "min_norm"))
-        return walk(*args, **kwargs)
-
-    monkeypatch.setattr(pattern_walk, "backward_walk", spy)
+    tops = _record_walks(monkeypatch, "top", "min_norm")
     pattern_walk.walk_preimages(layers, TEN[3:4], torch.float32,
                                 gen=torch.Generator().manual_seed(0))
     assert tops == ["min_norm"]
