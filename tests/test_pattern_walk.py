@@ -267,8 +267,8 @@ def test_round_successive_fixes_the_entries_one_at_a_time_and_stays_a_preimage(
     """_round_successive: every entry but the ``keep`` smallest holds a float32
     value, and the point is still nearly a preimage in float64 (the free entries
     absorbed most of each rounding error: what is left is at most an eighth of
-    what plain rounding leaves), close to the walked one; the greedy search
-    finishes it within the target."""
+    what plain rounding leaves, and under 1e-4), close to the walked one; the
+    greedy search finishes it within the target."""
     layers = _layers(deep_leaky)
     for c, (x, plain) in enumerate(zip(*unrounded_walks)):
         z = np.log(TEN[c].double().numpy())
@@ -279,7 +279,7 @@ def test_round_successive_fixes_the_entries_one_at_a_time_and_stays_a_preimage(
         assert np.abs(xs - x).max() <= 1e-3 * np.abs(x).max()
         exact = pattern_walk._probability_error(pattern_walk.forward(layers, x)[1], z)
         after = pattern_walk._probability_error(pattern_walk.forward(layers, xs)[1], z)
-        assert exact < 1e-10 and after <= min(plain / 8, 2.5e-5) + 1e-8
+        assert exact < 1e-10 and after <= min(plain / 8, 1e-4) + 1e-8
         xr, err = pattern_walk._round_greedy(layers, xs, z, torch.float32, 2.5e-4, 400, 256)
         assert err <= 2.5e-4
         assert verify(deep_leaky, torch.from_numpy(xr)[None].float(), TEN[c:c + 1])[1].all()
