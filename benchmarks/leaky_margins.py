@@ -64,20 +64,15 @@ def margin_preimage(layers: list, x0: np.ndarray, z: np.ndarray, mu: float
     hidden unit clears zero by ``mu·U·R·‖M_i‖₁``, and that ``R``; ``None`` where
     no such preimage exists (HiGHS, posed relative to ``x0`` like the walk's own
     programs, the equalities eliminated exactly by ``pattern_walk._solve``)."""
-    pre_vals, out = pw.forward(layers, x0)
-    signs = pw._signs(pre_vals)
-    pre, (A, _) = pw._affine(layers, signs)
+    sg, M, a, size, A, out = pw._unit_rows(layers, pw._signs(pw.forward(layers, x0)[0]), x0)
     n, K = A.shape[1], A.shape[0]
     S = max(1.0, float(np.abs(x0).max()))
+    f = S / size
     nv = n + 2                           # x = x0 + S·y, the shift k, R / S
-    rows, rhs = [], []
-    for sg, (M, _), a in zip(signs, pre, pre_vals):
-        f = S / max(1.0, float(np.abs(a).max()))
-        b = np.zeros((len(a), nv))
-        b[:, :n] = -f * sg[:, None] * M
-        b[:, -1] = f * mu * U * np.abs(M).sum(axis=1)
-        rows.append(b)
-        rhs.append(f * sg * a / S)
+    b = np.zeros((len(a), nv))           # sign·a >= mu·U·R·‖M_i‖₁, rows of order one
+    b[:, :n] = -(f * sg)[:, None] * M
+    b[:, -1] = f * mu * U * np.abs(M).sum(axis=1)
+    rows, rhs = [b], [f * sg * a / S]
     for sign in (1.0, -1.0):             # |x0/S + y| <= R/S
         b = np.zeros((n, nv))
         b[:, :n], b[:, -1] = sign * np.eye(n), -1.0

@@ -56,14 +56,6 @@ from leaky_depth import leaky_network, network_arguments
 from report import write_experiment
 
 
-def extended_error(layers: list, x: np.ndarray, p: np.ndarray) -> float:
-    """``max_k |softmax(f(x))_k - p_k|`` with the network ``layers`` evaluated in
-    ``np.longdouble`` (:func:`~nninvert_lib.pattern_walk.forward` on an extended
-    input: NumPy promotes every product and sum to it)."""
-    out = pw.forward(layers, x.astype(np.longdouble))[1]
-    return float(pw._probability_error(out, np.log(p)))
-
-
 def rounding_row(net: torch.nn.Module, layers: list, c: int) -> dict:
     """One target's first walk and its three roundings (see the module docstring)."""
     t = time.perf_counter()
@@ -91,7 +83,7 @@ def rounding_row(net: torch.nn.Module, layers: list, c: int) -> dict:
             "plain_error": pw._score(layers, x0, z, "rounding", torch.float32),
             "greedy_error": greedy, "successive_error": successive, "rounded_error": full,
             "torch_float64_error": float((probs[0] - p.double()).abs().max()),
-            "extended_error": extended_error(layers, xr, p.double().numpy()),
+            "extended_error": pw.extended_error(layers, xr, z),
             "verified": bool(ok[0]), "walk_seconds": walked, "greedy_seconds": t_greedy,
             "successive_seconds": t_successive, "rounding_seconds": t_full}
 

@@ -161,6 +161,27 @@ def _affine(layers: Sequence[Layer], signs: Sequence[np.ndarray]
     return out, (mat, off)
 
 
+def _unit_rows(layers: Sequence[Layer], signs: Sequence[np.ndarray], x: np.ndarray
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray,
+                          np.ndarray]:
+    """The hidden units' pre-activations near ``x`` ``(in,)`` on the region of the
+    pattern ``signs``, for the linear programs: ``(sign, M, a, size, A, out)``.
+
+    ``sign`` ``(U,)`` is the pattern's ``±1`` of all ``U`` hidden units,
+    ``M`` ``(U, in)`` their affine maps' matrices, ``a`` ``(U,)`` their values
+    at ``x`` (from the forward pass, not from ``M x + m``, which would cancel)
+    and ``size`` ``(U,)`` each unit's layer's ``max(1, max_i |a_i|)``: a
+    program divides each layer's rows by it, so that they are of order one.
+    ``A`` ``(K, in)`` is the output's matrix on the region and ``out`` ``(K,)``
+    the logits at ``x``. A unit stays on its side for a move ``δ`` where
+    ``sign·(a + M δ) ≥ 0``."""
+    hidden, (A, _) = _affine(layers, signs)
+    vals, out = forward(layers, x)
+    size = np.concatenate([np.full(len(a), max(1.0, float(np.abs(a).max()))) for a in vals])
+    return (np.concatenate(signs), np.vstack([m for m, _ in hidden]), np.concatenate(vals),
+            size, A, out)
+
+
 def _program(layers, signs, z, objective, x0, input_slope=None):
     """The region's linear program around ``x0`` (a point on the region's closure).
 
@@ -177,10 +198,10 @@ def _program(layers, signs, z, objective, x0, input_slope=None):
     layer's rows are scaled to order one.
     Returns ``(cost, A_ub, b_ub, A_eq, b_eq, bounds, S)``.
     """
-    pre, (A, _) = _affine(layers, signs)
-    vals, out = forward(layers, x0)
+    sg, M, a, size, A, out = _unit_rows(layers, signs, x0)
     n, K = A.shape[1], A.shape[0]
     S = max(1.0, float(np.abs(x0).max()))
+    f = S / size
     rows, rhs = [], []
 
     def block(height, nv):
@@ -188,18 +209,18 @@ def _program(layers, signs, z, objective, x0, input_slope=None):
 
     sized = objective in SIZES
     nv = n + 2 if sized else 2 * n + 2
-    for sg, (M, _), a in zip(signs, pre, vals):            # sign·a >= 0, rows of order one
-        f = S / max(1.0, float(np.abs(a).max()))
-        b = block(len(a), nv)
-        b[:, :n] = -f * sg[:, None] * M
+    ends = np.cumsum([len(sl) for sl in signs])
+    for u in np.split(np.arange(len(a)), ends[:-1]):      # layer by layer
+        b = block(len(u), nv)                               # sign·a >= 0, rows of order one
+        b[:, :n] = -(f[u] * sg[u])[:, None] * M[u]
         rows.append(b)
-        rhs.append(f * np.maximum(sg * a, 0.0) / S)
+        rhs.append(f[u] * np.maximum(sg[u] * a[u], 0.0) / S)
         if objective == "size":          # t >= |a_l|/S
             for sign in (1.0, -1.0):
-                b = block(len(a), nv)
-                b[:, :n], b[:, -1] = sign * f * M, -f
+                b = block(len(u), nv)
+                b[:, :n], b[:, -1] = (sign * f[u])[:, None] * M[u], -f[u]
                 rows.append(b)
-                rhs.append(-sign * f * a / S)
+                rhs.append(-sign * f[u] * a[u] / S)
     for sign in (1.0, -1.0):             # "size": t >= |x|/S; "rounding": r >= |x|/S
         weight = sign                    # "size" after a LeakyReLU: t >= max(x, -x/slope)/S
         if sized and input_slope is not None and sign < 0:
@@ -365,6 +386,15 @@ def _probability_error(out: np.ndarray, z: np.ndarray) -> np.ndarray:
     return np.abs(p / p.sum(axis=-1, keepdims=True) - q / q.sum()).max(axis=-1)
 
 
+def extended_error(layers: Sequence[Layer], x: np.ndarray, z: np.ndarray) -> float:
+    """The largest probability error ``max_k |softmax(f(x))_k - softmax(z)_k|`` of
+    ``x`` ``(in,)`` with the network evaluated in ``np.longdouble`` (NumPy
+    promotes every product and sum to it; extended precision on x86-64 Linux,
+    float64 on some platforms)."""
+    out = forward(layers, x.astype(np.longdouble))[1]
+    return float(_probability_error(out.astype(np.float64), z))
+
+
 def evaluation_error(layers: Sequence[Layer], x: np.ndarray, z: np.ndarray) -> float:
     """The largest probability error ``max_k |softmax(f(x))_k - softmax(z)_k|`` of
     ``x`` ``(in,)``, counting float64's own rounding in the forward pass: the
@@ -377,8 +407,7 @@ def evaluation_error(layers: Sequence[Layer], x: np.ndarray, z: np.ndarray) -> f
     against one evaluation may miss in the other. This bound does not trust
     either one beyond where they agree. Where ``np.longdouble`` is float64
     (some platforms) it is the float64 error."""
-    out = forward(layers, x.astype(np.longdouble))[1]      # NumPy promotes every step
-    extended = float(_probability_error(out.astype(np.float64), z))
+    extended = extended_error(layers, x, z)
     plain = float(_probability_error(forward(layers, x)[1], z))
     return extended + abs(plain - extended)
 
@@ -440,14 +469,13 @@ def round_preimage(layers: Sequence[Layer], x: np.ndarray, z: np.ndarray,
     differently), and keeps the best.
     """
     best = _round_greedy(layers, x, z, dtype, good, max_steps, candidates)
-    if (successive and best[1] > good and fits(layers)
-            and _probability_error(forward(layers, x)[1], z) <= good):
+    exact = best[1] > good and _probability_error(forward(layers, x)[1], z) <= good
+    if successive and exact and fits(layers):
         trial = _round_greedy(layers, _round_successive(layers, x, z, dtype), z, dtype,
                               good, max_steps, candidates)
         if trial[1] < best[1]:
             best = trial
-    if (absorbed and best[1] > good and absorbers(layers, dtype)
-            and _probability_error(forward(layers, x)[1], z) <= good):
+    if absorbed and exact and best[1] > good and absorbers(layers, dtype):
         trial = absorbed_rounding(layers, x, z, dtype, good=good, max_steps=max_steps,
                                   candidates=candidates)
         if trial[1] < best[1]:
@@ -538,28 +566,30 @@ def _zero_entries(layers: Sequence[Layer], x: np.ndarray, z: np.ndarray, count: 
     return _newton(layers, x, z), zeroed
 
 
-def _absorb(layers, x, z, free, j, step, unit, anchor, zeroed, soft=False):
+def _linearize(layers, x, z):
+    """What :func:`_absorb` needs of the preimage ``x`` ``(in,)`` of ``z + k·1``
+    on its region, computed once for both neighbours of an entry:
+    ``(G, g, PA, r)`` with ``G x' + g ≥ 0`` ``(U, in)``, ``(U,)`` the units'
+    sides for a move ``x'`` (rows of order one), ``PA`` ``(K, in)`` the
+    output's centred matrix and ``r`` ``(K,)`` the logits' residual."""
+    sg, M, a, size, A, out = _unit_rows(layers, _signs(forward(layers, x)[0]), x)
+    f = 1.0 / size
+    return (f * sg)[:, None] * M, f * sg * a, A - A.mean(axis=0), out - z
+
+
+def _absorb(lin, x, free, j, step, unit, anchor, zeroed, soft=False):
     """The correction ``(in,)`` of the ``free`` entries of the preimage ``x`` that
     keeps ``x`` a preimage of ``z + k·1`` in its region once entry ``j`` moves
     by ``step``, or ``None`` where the region holds none; it minimises the
     largest of ``|x_i|`` over the ``zeroed`` entries and ``|x_i - anchor_i|``
-    over the others (``unit`` scales the program's variables). ``soft``: the
-    correction in the region that minimises the largest centred logit's miss
-    instead (it always exists), and that miss: ``(correction, miss)``."""
-    pre, out = forward(layers, x)
-    signs = _signs(pre)
-    hidden, (A, _) = _affine(layers, signs)
-    rows, rhs = [], []
-    for sg, (M, _), a in zip(signs, hidden, pre):        # sign·a >= 0, rows of order one
-        f = 1.0 / max(1.0, float(np.abs(a).max()))
-        rows.append(f * sg[:, None] * M)
-        rhs.append(f * sg * a)
-    G, g = np.vstack(rows), np.concatenate(rhs)
-    PA = A - A.mean(axis=0)
-    r = out - z
+    over the others (``unit`` scales the program's variables; ``lin`` is
+    :func:`_linearize` at ``x``). ``soft``: the correction in the region that
+    minimises the largest centred logit's miss instead (it always exists), and
+    that miss: ``(correction, miss)``."""
+    G, g, PA, r = lin
     nf = int(free.sum())
     nv = nf + 1                                         # y = correction / unit, the bound
-    a_eq = np.zeros((len(z), nv))
+    a_eq = np.zeros((len(r), nv))
     a_eq[:, :nf] = unit * PA[:, free]
     a_ub = [np.hstack([-unit * G[:, free], np.zeros((len(g), 1))])]
     b_ub = [g + G[:, j] * step]
@@ -667,8 +697,9 @@ def absorbed_rounding(layers: Sequence[Layer], x: np.ndarray, z: np.ndarray,
         for j in todo:
             free[j] = False
             best, best_size = None, np.inf
+            lin = _linearize(layers, x, z)
             for value in _neighbours(float(x[j]), dtype):
-                e = _absorb(layers, x, z, free, j, value - x[j], unit, anchor, zeroed)
+                e = _absorb(lin, x, free, j, value - x[j], unit, anchor, zeroed)
                 if e is None:
                     continue
                 size = float(np.abs(np.where(zeroed, x + e, x + e - anchor)[free]).max())
@@ -684,9 +715,10 @@ def absorbed_rounding(layers: Sequence[Layer], x: np.ndarray, z: np.ndarray,
             for j in deferred:
                 free[j] = False
                 best, best_miss = None, np.inf
+                lin = _linearize(layers, x, z)
                 for value in _neighbours(float(x[j]), dtype):
-                    found = _absorb(layers, x, z, free, j, value - x[j], unit, anchor,
-                                    zeroed, soft=True)
+                    found = _absorb(lin, x, free, j, value - x[j], unit, anchor, zeroed,
+                                    soft=True)
                     if found is not None and found[1] < best_miss:
                         best, best_miss = x + found[0], found[1]
                         best[j] = value

@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pytest
 import torch
 
 import nninvert_lib as nni
@@ -86,21 +85,6 @@ def test_leaky_rounding_compares_the_roundings_and_the_evaluations(tmp_path):
         assert abs(r["extended_error"] - r["rounded_error"]) < 1e-6   # small inputs agree
     table = next(tmp_path.glob("*-leaky-rounding-depth6.md")).read_text().splitlines()
     assert len(table) == 6 and "extended precision" in table[2]
-
-
-def test_extended_error_matches_float64_on_a_small_network():
-    extended_error = bench_module("leaky_rounding").extended_error
-    torch.manual_seed(0)
-    w1, b1, w2, b2 = (torch.randn(*s, dtype=torch.float64).numpy()
-                      for s in ((5, 4), (5,), (3, 5), (3,)))
-    layers = [(w1, b1, 0.1), (w2, b2, None)]
-    x = np.array([0.5, -1.0, 2.0, 0.25])
-    h = w1 @ x + b1
-    logits = w2 @ np.where(h >= 0, h, 0.1 * h) + b2
-    p = np.exp(logits - logits.max())
-    p /= p.sum()
-    q = np.full(3, 1 / 3)
-    assert extended_error(layers, x, q) == pytest.approx(np.abs(p - q).max(), abs=1e-14)
 
 
 def test_direction_spread_counts_the_classes_large_inputs_reach():

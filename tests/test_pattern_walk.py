@@ -426,6 +426,21 @@ def test_absorbed_rounding_rounds_what_the_greedy_search_cannot(inflated):
     assert default <= err
 
 
+def test_extended_error_matches_float64_on_a_small_network():
+    torch.manual_seed(0)
+    w1, b1, w2, b2 = (torch.randn(*s, dtype=torch.float64).numpy()
+                      for s in ((5, 4), (5,), (3, 5), (3,)))
+    layers = [(w1, b1, 0.1), (w2, b2, None)]
+    x = np.array([0.5, -1.0, 2.0, 0.25])
+    h = w1 @ x + b1
+    logits = w2 @ np.where(h >= 0, h, 0.1 * h) + b2
+    p = np.exp(logits - logits.max())
+    p /= p.sum()
+    q = np.full(3, 1 / 3)
+    assert pattern_walk.extended_error(layers, x, np.log(q)) == pytest.approx(
+        np.abs(p - q).max(), abs=1e-14)
+
+
 def test_evaluation_error_counts_float64s_own_rounding(inflated):
     _, layers, z, x = inflated
     plain = pattern_walk._probability_error(pattern_walk.forward(layers, x)[1], z)
@@ -451,8 +466,9 @@ def test_absorbing_one_rounding_keeps_a_preimage_and_the_relaxed_program_agrees(
     plain = x1.copy()
     plain[j] = value
     assert pattern_walk._residual(layers, plain, z) > 1e-3
+    lin = pattern_walk._linearize(layers, x1, z)
     for soft in (False, True):
-        found = pattern_walk._absorb(layers, x1, z, free, j, value - x1[j], unit, x1, zeroed,
+        found = pattern_walk._absorb(lin, x1, free, j, value - x1[j], unit, x1, zeroed,
                                      soft=soft)
         e, miss = found if soft else (found, 0.0)
         assert e[j] == 0 and miss < 1e-9
