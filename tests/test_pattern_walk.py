@@ -229,6 +229,27 @@ def test_region_samples_are_distinct_verified_preimages(deep_leaky):
     np.testing.assert_array_equal(xs, again[drawn])
 
 
+def test_region_samples_fall_back_to_the_first_layers_null_space(deep_leaky, monkeypatch):
+    """Where no draw of the region's program gives a verified sample (here the
+    program holds no answer at all), that sample and the rest are drawn in the
+    null space of the first layer's weight: verified, distinct, and moved from the
+    anchor along W1's null space only."""
+    layers = _layers(deep_leaky)
+    t = TEN[3:4]
+    anchor = pattern_walk.walk_preimages(layers, t, torch.float32)[2][0].numpy()
+    z = np.log(t[0].double().numpy())
+    monkeypatch.setattr(pattern_walk, "_solve", lambda *args: None)
+    xs, drawn = pattern_walk.region_samples(layers, anchor, z, 4, torch.Generator().manual_seed(0))
+    assert drawn.all()
+    assert verify(deep_leaky, torch.from_numpy(xs).float(), t.expand(4, -1))[1].all()
+    assert (torch.pdist(torch.from_numpy(xs)) > 1e-3 * np.linalg.norm(anchor)).all()
+    w = layers[0][0]
+    moves = xs - anchor
+    assert (np.linalg.norm(moves, axis=1) > 1e-3 * np.linalg.norm(anchor)).all()
+    assert (np.linalg.norm(moves @ w.T, axis=1)
+            <= 1e-5 * np.linalg.norm(w, 2) * np.linalg.norm(moves, axis=1)).all()
+
+
 @pytest.fixture(scope="module")
 def unrounded_walks(deep_leaky):
     """One walked preimage per target, without the final rounding walk, and its
