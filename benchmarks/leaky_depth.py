@@ -92,9 +92,7 @@ from __future__ import annotations
 
 import argparse
 import copy
-import datetime as _dt
 import math
-import platform
 import time
 from pathlib import Path
 
@@ -103,7 +101,7 @@ import torch
 import nninvert_lib as nni
 from nninvert_lib import pattern_walk
 from nninvert_lib.models.fcnn import make_fcnn
-from report import write_experiment
+from report import run_header, write_experiment
 
 HERE = Path(__file__).resolve().parent
 
@@ -451,8 +449,7 @@ def main(argv: list[str] | None = None) -> dict:
                     rows[-1]["milp"] = milp_row(net, target, args.milp_bound,
                                                 args.milp_time_limit)
                 print(rows[-1], flush=True)
-    out = {"date": _dt.date.today().isoformat(), "host": platform.node(),
-           "torch": torch.__version__, "n_per_class": args.n, "milp_bound": args.milp_bound,
+    out = {**run_header(), "n_per_class": args.n, "milp_bound": args.milp_bound,
            "rows": rows}
     head = ("| slope | width ratio | depth | input width | verified | largest input entry | "
             f"targets walked: verified / walked | classes with fewer than {args.n} verified | "

@@ -45,8 +45,6 @@ Writes ``benchmarks/results/<date>-<host>-leaky-growth-depth<depth>.{json,md}``
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
-import platform
 import time
 
 import numpy as np
@@ -56,7 +54,7 @@ import nninvert_lib as nni
 from nninvert_lib import pattern_walk as pw
 
 from leaky_depth import leaky_network, network_arguments
-from report import write_experiment
+from report import run_header, write_experiment
 
 
 def enumeration_start(layers: list) -> int:
@@ -133,8 +131,7 @@ def main(argv: list[str] | None = None) -> dict:
     for c in args.classes:
         rows.append(growth_row(layers, c, args.top))
         print(rows[-1], flush=True)
-    out = {"date": _dt.date.today().isoformat(), "host": platform.node(),
-           "torch": torch.__version__, "slope": args.slope, "ratio": args.ratio,
+    out = {**run_header(), "slope": args.slope, "ratio": args.ratio,
            "depth": args.depth, "top": args.top, "input_width": layers[0][0].shape[1],
            "rows": rows}
     name = f"leaky-growth-depth{args.depth}" + ("" if args.top == "min_norm" else f"-{args.top}")

@@ -40,8 +40,6 @@ Writes ``benchmarks/results/<date>-<host>-leaky-margins-depth<depth>.{json,md}``
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
-import platform
 import time
 
 import numpy as np
@@ -51,7 +49,7 @@ import nninvert_lib as nni
 from nninvert_lib import pattern_walk as pw
 
 from leaky_depth import leaky_network, network_arguments
-from report import write_experiment
+from report import run_header, write_experiment
 
 #: float32's unit roundoff: rounding moves an entry x by at most U·|x|
 U = 2.0 ** -24
@@ -137,8 +135,7 @@ def main(argv: list[str] | None = None) -> dict:
                      "first_infeasible_margin": infeasible,
                      "seconds": time.perf_counter() - t})
         print(rows[-1], flush=True)
-    out = {"date": _dt.date.today().isoformat(), "host": platform.node(),
-           "torch": torch.__version__, "slope": args.slope, "ratio": args.ratio,
+    out = {**run_header(), "slope": args.slope, "ratio": args.ratio,
            "depth": args.depth, "input_width": layers[0][0].shape[1], "rows": rows}
     write_experiment(args.out, f"leaky-margins-depth{args.depth}", out, table(out))
     return out

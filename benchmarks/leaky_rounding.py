@@ -42,8 +42,6 @@ Writes ``benchmarks/results/<date>-<host>-leaky-rounding-depth<depth>.{json,md}`
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
-import platform
 import time
 
 import numpy as np
@@ -53,7 +51,7 @@ import nninvert_lib as nni
 from nninvert_lib import pattern_walk as pw
 
 from leaky_depth import leaky_network, network_arguments
-from report import write_experiment
+from report import run_header, write_experiment
 
 
 def rounding_row(net: torch.nn.Module, layers: list, c: int) -> dict:
@@ -119,8 +117,7 @@ def main(argv: list[str] | None = None) -> dict:
     for c in args.classes:
         rows.append(rounding_row(net, layers, c))
         print(rows[-1], flush=True)
-    out = {"date": _dt.date.today().isoformat(), "host": platform.node(),
-           "torch": torch.__version__, "slope": args.slope, "ratio": args.ratio,
+    out = {**run_header(), "slope": args.slope, "ratio": args.ratio,
            "depth": args.depth, "input_width": layers[0][0].shape[1],
            "extended_digits": int(np.finfo(np.longdouble).precision), "rows": rows}
     write_experiment(args.out, f"leaky-rounding-depth{args.depth}", out, table(out))

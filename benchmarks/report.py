@@ -436,6 +436,22 @@ def write_reports(results: dict, out: Path, stem: str, latest: bool) -> list[Pat
     return paths
 
 
+def run_header() -> dict:
+    """Where and with what an experiment ran: ``date``, ``host`` and the versions of
+    PyTorch, NumPy and SciPy (the pattern walk's linear programs and roundings can
+    end elsewhere with another NumPy or SciPy), and PyTorch's thread count."""
+    import datetime
+    import platform
+
+    import numpy
+    import scipy
+    import torch
+
+    return {"date": datetime.date.today().isoformat(), "host": platform.node(),
+            "torch": torch.__version__, "numpy": numpy.__version__,
+            "scipy": scipy.__version__, "threads": torch.get_num_threads()}
+
+
 def write_experiment(out_dir: Path, name: str, out: dict, markdown: str) -> Path:
     """Write an experiment's results, ``out`` (which holds ``date`` and ``host``), as
     ``<out_dir>/<date>-<host>-<name>.json`` and ``markdown`` beside it (``.md``),

@@ -227,6 +227,7 @@ def test_leaky_margins_writes_one_row_per_class(tmp_path):
     assert [r["class"] for r in out["rows"]] == [3, 8]
     for r in out["rows"]:
         assert r["rounded_error"] < 1e-3 and 0 < r["largest_margin"] <= 1
+    assert out["numpy"] == np.__version__ and out["scipy"] and out["threads"] >= 1
     table = (tmp_path / f"{out['date']}-{out['host']}-leaky-margins-depth2.md").read_text()
     assert table.count("\n| 3 |") == 1 and "largest feasible margin μ" in table
 
