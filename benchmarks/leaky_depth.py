@@ -17,8 +17,8 @@ and records the verified success rate, the largest input entry, how many
 targets its pattern walk (step 3, :mod:`nninvert_lib.pattern_walk`) ran on and
 how many of those verified, and the seconds per network. The walk is what
 takes the time: 1 s to a few minutes per target walked, on the deepest and
-widest networks only (about 1,500 s for the ten targets at slope 0.01, ratio 0.75,
-depth 10).
+widest networks only (1,100–1,500 s for the ten targets at slope 0.01, ratio 0.75,
+depth 10; 2,500 s with ``--n 10``).
 
 ``--continuation`` also measures a global alternative: a continuation in the
 negative slope (:func:`slope_continuation`). At slope 1 the network is affine

@@ -145,16 +145,19 @@ reach comes back with ``converged=False`` (never an exception).
 Known limits: on small-input deep SELU nets (e.g. 64→48→32→24→16→10 trained to
 near-zero loss) LM seeds rarely converge and anchors are saturated, so the
 default reaches only a few percent there. Random narrowing LeakyReLU nets
-invert until the input they need no longer survives rounding to the model's
-dtype (``benchmarks/leaky_depth.py``, default initialisation, 10 × 4
-samples): 100% for slope 0.1 up to depth 10 at width ratio 0.75 and depth 8
-at 0.5 (the pattern walk of step 3 did depth 10 at 0.75: 0% without it), and
-for slope 0.01 up to depth 8 at both ratios (at ratio 0.5, depth 8 the input
-is 2,560 wide and the walk covers the narrower layers); slope 0.01 at ratio
-0.75 gives 95% at depth 10 (every target verifies, two samples of one class
-miss; 92% before the walk from the walked last layer, 80% before
-``round_preimage``'s absorbed rounding, 70% before the last, input-only walk,
-40% before its successive stage, 8% with the first walk).
+invert on every network measured (``benchmarks/leaky_depth.py``, default
+initialisation, 10 × 4 samples): 100% for slope 0.1 up to depth 10 at width
+ratio 0.75 and depth 8 at 0.5 (the pattern walk of step 3 did depth 10 at
+0.75: 0% without it), and for slope 0.01 up to depth 10 at ratio 0.75 (also
+with 10 × 10 samples) and depth 8 at 0.5 (there the input is 2,560 wide and
+the walk covers the narrower layers). Slope 0.01, ratio 0.75, depth 10 took
+every stage: 95% before ``region_samples`` fell back to first-layer
+null-space samples, 92% before the walk from the walked last layer, 80%
+before ``round_preimage``'s absorbed rounding, 70% before the last,
+input-only walk, 40% before its successive stage, 8% with the first walk.
+Its walked inputs reach ~5e16, and from ~1e17 on float64's own rounding moves
+the logits (``pattern_walk.evaluation_error``): deeper nets are likely out of
+reach.
 Going back, a negative hidden entry is divided by the slope and a narrowing
 layer's pseudoinverse amplifies its small singular directions, so the
 backward pass's inputs reach 1e10–1e21 there. Other routes measured on
