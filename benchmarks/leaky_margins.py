@@ -62,7 +62,7 @@ def margin_preimage(layers: list, x0: np.ndarray, z: np.ndarray, mu: float
     hidden unit clears zero by ``mu·U·R·‖M_i‖₁``, and that ``R``; ``None`` where
     no such preimage exists (HiGHS, posed relative to ``x0`` like the walk's own
     programs, the equalities eliminated exactly by ``pattern_walk._solve``)."""
-    sg, M, a, size, A, out = pw._unit_rows(layers, pw._signs(pw.forward(layers, x0)[0]), x0)
+    sg, M, a, size, A, out = pw._unit_rows(layers, None, x0)
     n, K = A.shape[1], A.shape[0]
     S = max(1.0, float(np.abs(x0).max()))
     f = S / size

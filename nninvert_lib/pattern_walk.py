@@ -161,11 +161,12 @@ def _affine(layers: Sequence[Layer], signs: Sequence[np.ndarray]
     return out, (mat, off)
 
 
-def _unit_rows(layers: Sequence[Layer], signs: Sequence[np.ndarray], x: np.ndarray
+def _unit_rows(layers: Sequence[Layer], signs: Sequence[np.ndarray] | None, x: np.ndarray
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray,
                           np.ndarray]:
     """The hidden units' pre-activations near ``x`` ``(in,)`` on the region of the
-    pattern ``signs``, for the linear programs: ``(sign, M, a, size, A, out)``.
+    pattern ``signs`` (``None``: the pattern of ``x`` itself), for the linear
+    programs: ``(sign, M, a, size, A, out)``.
 
     ``sign`` ``(U,)`` is the pattern's ``±1`` of all ``U`` hidden units,
     ``M`` ``(U, in)`` their affine maps' matrices, ``a`` ``(U,)`` their values
@@ -175,8 +176,10 @@ def _unit_rows(layers: Sequence[Layer], signs: Sequence[np.ndarray], x: np.ndarr
     ``A`` ``(K, in)`` is the output's matrix on the region and ``out`` ``(K,)``
     the logits at ``x``. A unit stays on its side for a move ``δ`` where
     ``sign·(a + M δ) ≥ 0``."""
-    hidden, (A, _) = _affine(layers, signs)
     vals, out = forward(layers, x)
+    if signs is None:
+        signs = _signs(vals)
+    hidden, (A, _) = _affine(layers, signs)
     size = np.concatenate([np.full(len(a), max(1.0, float(np.abs(a).max()))) for a in vals])
     return (np.concatenate(signs), np.vstack([m for m, _ in hidden]), np.concatenate(vals),
             size, A, out)
@@ -572,7 +575,7 @@ def _linearize(layers, x, z):
     ``(G, g, PA, r)`` with ``G x' + g ≥ 0`` ``(U, in)``, ``(U,)`` the units'
     sides for a move ``x'`` (rows of order one), ``PA`` ``(K, in)`` the
     output's centred matrix and ``r`` ``(K,)`` the logits' residual."""
-    sg, M, a, size, A, out = _unit_rows(layers, _signs(forward(layers, x)[0]), x)
+    sg, M, a, size, A, out = _unit_rows(layers, None, x)
     f = 1.0 / size
     return (f * sg)[:, None] * M, f * sg * a, A - A.mean(axis=0), out - z
 
