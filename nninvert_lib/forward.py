@@ -71,6 +71,31 @@ has one equation fewer (``K-1`` VJP rows instead of ``K``): it is the default.
 With ``chord=2`` (two more steps per Jacobian) the same run needs 12.8
 Jacobians on average instead of 16.2 (0.8 s instead of 1.2 s).
 
+**Broyden's update** (``broyden=True``; off by default). A chord step reuses a
+Jacobian computed before the step just taken. With ``broyden=True`` the reused
+``J`` is corrected after every accepted step ``s`` by Broyden's rank-one update
+``J ← J + (Δr − J s) sᵀ / (sᵀ s)``, the smallest change of ``J`` (Frobenius)
+that maps ``s`` to the change ``Δr`` of the residual it caused: a few
+``m × d`` products, no forward pass or VJP. Measured by
+``python benchmarks/lm_variants.py --repeats 5`` (``quick`` models, 10 classes
+× 2 samples, one thread; ``benchmarks/results/2026-12-06-vm-lm-variants.md``),
+every image verified in every setting:
+
+===========================  ========================  ==========================
+ViT-tiny, p = 0.9            Jacobians per image       s per verified image
+===========================  ========================  ==========================
+``chord=2`` (default)        4.05                      0.155
+``chord=2, broyden=True``    3.60                      0.143
+``chord=5``                  3.55                      0.159
+``chord=5, broyden=True``    2.95                      0.138
+===========================  ========================  ==========================
+
+On the model-produced targets ``chord=2, broyden=True`` takes 5.0 Jacobians
+instead of 6.0 and 0.194 instead of 0.225 s. On FCNN-6, where a Jacobian costs
+little more than a forward pass, it saves Jacobians (8.35 → 7.2; 5.5 with
+``chord=5``) but no time. It stays off by default until it is measured where
+Jacobians cost the most (DINOv3-Base, the generalized method) and on a GPU.
+
 **Damping.** From a random start the first two or three steps on FCNN-6 are
 rejected (``μ₀ = 10⁻³ · max diag(JJᵀ)`` is too small there); a rejected step
 costs a forward pass, not a Jacobian. Measured alternatives (same run,
@@ -318,6 +343,12 @@ class LMOptions:
         chord: extra steps per iteration that reuse the iteration's Jacobian
             (each costs one forward pass, no VJP): the modified LM method of
             Fan (2012). 0: plain LM.
+        broyden: correct the reused Jacobian after every accepted step ``s``
+            (the iteration's own and each chord step) by Broyden's rank-one
+            update ``J ← J + (Δr − J s) sᵀ / (sᵀ s)``, so that the chord steps
+            use a Jacobian that maps the last step to the change of the
+            residual it caused. A forward pass per step, no VJP; the next
+            iteration starts from a freshly computed Jacobian.
         patience: a sample has stalled after this many rejected steps in a row,
             or when ``‖r‖`` fell by less than ``min_progress`` (relative) over its
             last ``patience`` steps.
@@ -336,6 +367,7 @@ class LMOptions:
     bounds: tuple[float, float] | None = None
     restarts: int = 0
     chord: int = 0
+    broyden: bool = False
     patience: int = 8
     min_progress: float = 0.01
     history: bool = True
@@ -380,6 +412,23 @@ def _lm_step(jac: torch.Tensor, r: torch.Tensor, mu: torch.Tensor, x: torch.Tens
     return s, lin, ok
 
 
+def _broyden(jac: torch.Tensor, gram: torch.Tensor, rows: torch.Tensor, s: torch.Tensor,
+             dr: torch.Tensor) -> None:
+    """Broyden's rank-one update of ``jac[rows]`` ``(b, m, d)`` in place, after the
+    step ``s`` ``(b, d)`` changed the residual by ``dr`` ``(b, m)``:
+    ``J ← J + (Δr − J s) sᵀ / (sᵀ s)``, the smallest change (Frobenius) of ``J``
+    that maps ``s`` to ``Δr``; ``gram[rows]`` becomes the new ``JJᵀ``."""
+    j = jac.index_select(0, rows)
+    ss = (s * s).sum(dim=1)
+    keep = ss > 0
+    if not bool(keep.any()):
+        return
+    u = (dr - (j @ s[:, :, None])[:, :, 0]) / torch.where(keep, ss, torch.ones_like(ss))[:, None]
+    j = j + u[:, :, None] * s[:, None, :] * keep[:, None, None].to(j.dtype)
+    jac[rows] = j
+    gram[rows] = j @ j.mT
+
+
 def _chord_steps(ev, residual, opts: LMOptions, idx, need, jac, gram, x, z, r, cost, err, mu):
     """Up to ``opts.chord`` more steps for ``idx[need]`` with the Jacobian ``jac``
     (``(len(idx), m, d)``, computed before the step just accepted; ``gram`` its
@@ -407,6 +456,8 @@ def _chord_steps(ev, residual, opts: LMOptions, idx, need, jac, gram, x, z, r, c
         c_try = 0.5 * (r_try ** 2).sum(dim=1)
         better = ok & torch.isfinite(c_try) & (c_try < cost[sub])
         keep = sub[better]
+        if opts.broyden and bool(better.any()):
+            _broyden(jac, gram, pos[better], s[better], r_try[better] - r[keep])
         x[keep], z[keep], r[keep], cost[keep] = x_try[better], z_try[better], \
             r_try[better], c_try[better]
         e_try = residual.error(z_try, sub)
@@ -445,7 +496,8 @@ def lm_solve(fn: Callable[[torch.Tensor], torch.Tensor], x0: torch.Tensor, resid
 
     Returns:
         dict with ``x`` ``(n, d)``, ``z`` ``(n, K)``, ``error`` ``(n,)``,
-        ``iterations``, ``restarts``, ``reasons`` (list of str), ``mu`` and the
+        ``iterations``, ``restarts``, ``jacobians`` (Jacobians computed per
+        sample, the start's included), ``reasons`` (list of str), ``mu`` and the
         histories (``(n, max_iter + 1)``, NaN after a sample stopped).
     """
     ev = _Evaluator(fn, jacobian, chunk_size)
@@ -474,7 +526,10 @@ def lm_solve(fn: Callable[[torch.Tensor], torch.Tensor], x0: torch.Tensor, resid
     cost = 0.5 * (r ** 2).sum(dim=1)
     err = residual.error(z, every)
 
+    n_jac = torch.ones(n, dtype=torch.long, device=dev)    # Jacobians computed per sample
+
     def set_jacobian(rows: torch.Tensor, j: torch.Tensor) -> None:
+        n_jac[rows] += 1
         jac[rows] = j
         gram[rows] = a = j @ j.mT
         scale[rows] = torch.clamp(a.diagonal(dim1=1, dim2=2).amax(dim=1), min=1e-30)
@@ -553,6 +608,9 @@ def lm_solve(fn: Callable[[torch.Tensor], torch.Tensor], x0: torch.Tensor, resid
         need = acc & ~done & ~out_of_budget
         if opts.chord and bool(need.any()):
             # extra steps with the same Jacobian: a forward pass each, no new VJP
+            if opts.broyden:
+                pn = torch.nonzero(need).flatten()
+                _broyden(ji, gi, pn, s.index_select(0, pn), r_new[need] - ri[need])
             done = done | _chord_steps(ev, residual, opts, idx, need, ji, gi, x, z, r, cost,
                                        err, mu)
             need = need & ~done
@@ -632,6 +690,7 @@ def lm_solve(fn: Callable[[torch.Tensor], torch.Tensor], x0: torch.Tensor, resid
         # number of rows may round differently in the last place
         hist_x[every.cpu(), iters.cpu()] = x_final.double().cpu()
     return {"x": x_final, "z": z, "error": err, "iterations": iters.cpu(), "restarts": restarts.cpu(),
+            "jacobians": n_jac.cpu(),
             "reasons": reasons, "mu": mu.cpu(), "residual_history": hist_r,
             "error_history": hist_e, "mu_history": hist_mu, "gain_ratio_history": hist_rho,
             "n_forward": ev.n_forward, "n_vjp": ev.n_vjp,
@@ -774,7 +833,7 @@ def _scipy_solve(fn, x0: torch.Tensor, residual, opts: LMOptions, jacobian: str,
 
 
 def _check_options(max_iter, atol, tol, tau, max_step, bounds, restarts, chord, patience,
-                   min_progress, residual, method, jacobian, dtype) -> None:
+                   min_progress, residual, method, jacobian, dtype, broyden=False) -> None:
     if not isinstance(max_iter, int) or isinstance(max_iter, bool) or max_iter < 0:
         raise InversionError(f"max_iter must be an int >= 0, got {max_iter!r}")
     for name, v in (("atol", atol), ("tau", tau)):
@@ -794,6 +853,11 @@ def _check_options(max_iter, atol, tol, tau, max_step, bounds, restarts, chord, 
         raise InversionError(f"restarts must be an int >= 0, got {restarts!r}")
     if not isinstance(chord, int) or chord < 0:
         raise InversionError(f"chord must be an int >= 0, got {chord!r}")
+    if not isinstance(broyden, bool):
+        raise InversionError(f"broyden must be True or False, got {broyden!r}")
+    if broyden and chord == 0:
+        raise InversionError("broyden=True updates the Jacobian between chord steps, so it "
+                             "needs chord >= 1 (got chord=0)")
     if not isinstance(patience, int) or patience < 1:
         raise InversionError(f"patience must be an int >= 1, got {patience!r}")
     if not (isinstance(min_progress, (int, float)) and 0 <= min_progress < 1):
@@ -824,8 +888,8 @@ def levenberg_marquardt(model: nn.Module, x0: torch.Tensor, target: torch.Tensor
                         residual: str = "logit", method: str = "lm", tol: float | None = None,
                         tau: float = 1e-3, max_step: float | None = None,
                         bounds: tuple[float, float] | None = None, restarts: int = 0,
-                        chord: int = DEFAULT_CHORD, patience: int = 8,
-                        min_progress: float = 0.01, seed: int | None = None,
+                        chord: int = DEFAULT_CHORD, broyden: bool = False,
+                        patience: int = 8, min_progress: float = 0.01, seed: int | None = None,
                         generator: torch.Generator | None = None,
                         init_range: tuple[float, float] = (0.0, 1.0),
                         dtype: torch.dtype | None = None, jacobian: str = "auto",
@@ -858,6 +922,9 @@ def levenberg_marquardt(model: nn.Module, x0: torch.Tensor, target: torch.Tensor
         chord: extra steps per iteration with the same Jacobian (one forward
             pass each; see :class:`LMOptions`); default ``DEFAULT_CHORD = 2``,
             so an iteration is one Jacobian and up to three steps. 0: plain LM.
+        broyden: before each chord step, correct the Jacobian by Broyden's
+            rank-one update from the step just taken (see :class:`LMOptions`);
+            needs ``chord >= 1``. Default False.
         patience, min_progress: a sample has stalled after ``patience``
             rejected steps in a row, or when ``‖r‖`` fell by less than the
             fraction ``min_progress`` over its last ``patience`` steps.
@@ -899,8 +966,9 @@ def levenberg_marquardt(model: nn.Module, x0: torch.Tensor, target: torch.Tensor
         ``|softmax - p|``), ``mu_history`` (damping after each step) and
         ``gain_ratio_history`` (``ρ``; ``-inf`` for a non-finite trial), each
         ``(n, max_iter + 1)`` with column ``k`` after step ``k`` (NaN after a
-        sample stopped), ``seconds``, ``n_forward``, ``n_vjp`` and every
-        option used.
+        sample stopped), ``seconds``, ``n_forward``, ``n_vjp`` (batched calls),
+        ``jacobians`` ``(n,)`` (Jacobians computed per sample, ``method="lm"``)
+        and every option used.
 
     Raises:
         InversionError: invalid target (see :func:`~nninvert_lib.result.check_target`),
@@ -910,7 +978,7 @@ def levenberg_marquardt(model: nn.Module, x0: torch.Tensor, target: torch.Tensor
             that returns probabilities (:func:`~nninvert_lib.result.check_logits`).
     """
     _check_options(max_iter, atol, tol, tau, max_step, bounds, restarts, chord, patience,
-                   min_progress, residual, method, jacobian, dtype)
+                   min_progress, residual, method, jacobian, dtype, broyden)
     if record_inputs and method != "lm":
         raise InversionError(f"record_inputs=True needs method='lm' (the SciPy path does not "
                              f"expose its iterates), got method={method!r}")
@@ -949,8 +1017,8 @@ def levenberg_marquardt(model: nn.Module, x0: torch.Tensor, target: torch.Tensor
 
     opts = LMOptions(max_iter=max_iter, tol=tol, tau=tau, max_step=max_step,
                      bounds=None if bounds is None else (float(bounds[0]), float(bounds[1])),
-                     restarts=restarts, chord=chord, patience=patience,
-                     min_progress=float(min_progress),
+                     restarts=restarts, chord=chord, broyden=broyden,
+                     patience=patience, min_progress=float(min_progress),
                      history=history, record_inputs=bool(record_inputs), progress=progress)
     if generator is None:
         generator = torch.Generator()
@@ -989,7 +1057,8 @@ def levenberg_marquardt(model: nn.Module, x0: torch.Tensor, target: torch.Tensor
     probs, converged = verify(model, inputs, target64, atol)
     info.update(method=method, residual=residual, max_iter=max_iter, atol=atol, tol=tol,
                 tau=tau, max_step=max_step, bounds=opts.bounds, restarts_allowed=restarts,
-                chord=chord, patience=patience, min_progress=min_progress, dtype=str(work),
+                chord=chord, broyden=broyden, patience=patience,
+                min_progress=min_progress, dtype=str(work),
                 row_space_dim=None if basis is None else int(basis.shape[0]),
                 device=str(device), seconds=seconds,
                 fused_attn_disabled=n_fused, fast_activations=n_fast,
@@ -1017,7 +1086,7 @@ def _merge(parts: list[dict], n: int, max_iter: int) -> dict:
 
 
 _FORWARD_OPTIONS = ("atol", "residual", "method", "tol", "tau", "max_step", "bounds", "restarts",
-                    "chord", "patience", "min_progress", "generator", "init_range", "dtype",
+                    "chord", "broyden", "patience", "min_progress", "generator", "init_range", "dtype",
                     "jacobian", "chunk_size", "batch_size", "history", "record_inputs",
                     "progress", "row_space", "warm_start")
 

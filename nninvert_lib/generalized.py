@@ -435,8 +435,8 @@ class EmbeddingResidual:
         return torch.where(torch.isfinite(err), err, torch.full_like(err, math.inf))
 
 
-_GEN_OPTIONS = ("atol", "tol", "tau", "max_step", "bounds", "restarts", "chord", "patience",
-                "min_progress", "init_range", "dtype", "jacobian", "chunk_size", "batch_size",
+_GEN_OPTIONS = ("atol", "tol", "tau", "max_step", "bounds", "restarts", "chord", "broyden",
+                "patience", "min_progress", "init_range", "dtype", "jacobian", "chunk_size", "batch_size",
                 "history", "progress", "anchor", "embedding_rank", "null_weight", "polish",
                 "warm_start")
 
@@ -515,8 +515,9 @@ def generalized_inv(model: nn.Module, target: torch.Tensor | Sequence, n_samples
     dtype = options.pop("dtype", None)
     jacobian = options.pop("jacobian", "auto")
     chord = options.pop("chord", DEFAULT_CHORD)
+    broyden = options.pop("broyden", False)
     _check_options(max_iter, atol, tol, tau, max_step, bounds, restarts, chord, patience,
-                   min_progress, "logit", "lm", jacobian, dtype)
+                   min_progress, "logit", "lm", jacobian, dtype, broyden)
     tol = atol / 2 if tol is None else tol
 
     head = invert_head(model, max_cond)
@@ -560,7 +561,7 @@ def generalized_inv(model: nn.Module, target: torch.Tensor | Sequence, n_samples
     basis = embedding_residual_basis(head, rank, null_weight, gen)
     opts = LMOptions(max_iter=max_iter, tol=tol, tau=tau, max_step=max_step,
                      bounds=None if bounds is None else box, restarts=restarts, chord=chord,
-                     patience=patience, min_progress=float(min_progress),
+                     broyden=broyden, patience=patience, min_progress=float(min_progress),
                      history=options.pop("history", True),
                      progress=options.pop("progress", False))
     chunk_size = options.pop("chunk_size", None)
@@ -612,6 +613,7 @@ def generalized_inv(model: nn.Module, target: torch.Tensor | Sequence, n_samples
                 head_cond_before=head.pinv.cond_before, head_cond_after=head.pinv.cond_after,
                 null_dim=head.null_basis.shape[1], max_iter=max_iter, atol=atol, tol=tol,
                 tau=tau, max_step=max_step, bounds=opts.bounds, restarts_allowed=restarts,
+                chord=chord, broyden=broyden,
                 dtype=str(work), device=str(device), seconds=seconds,
                 fused_attn_disabled=n_fused, fast_activations=n_fast, n_samples=n_samples,
                 input_shape=tuple(input_shape), **warm_info)

@@ -275,6 +275,61 @@ def test_chord_steps_reuse_the_jacobian(selu_fcnn):
         forward_pass_inv(selu_fcnn, target, input_shape=SHAPE, chord=-1)
 
 
+def test_broyden_update_is_the_smallest_change_that_maps_the_step_to_the_residual_change():
+    """Broyden's update: the new J maps s to Δr (the secant condition) and leaves
+    J unchanged on vectors orthogonal to s; only the rows asked for change."""
+    from nninvert_lib.forward import _broyden
+
+    g = torch.Generator().manual_seed(0)
+    jac = torch.randn(3, 4, 20, generator=g, dtype=torch.float64)
+    gram = jac @ jac.mT
+    before = jac.clone()
+    s = torch.randn(2, 20, generator=g, dtype=torch.float64)
+    dr = torch.randn(2, 4, generator=g, dtype=torch.float64)
+    rows = torch.tensor([2, 0])
+    _broyden(jac, gram, rows, s, dr)
+    assert torch.equal(jac[1], before[1])
+    for k, i in enumerate(rows.tolist()):
+        assert torch.allclose(jac[i] @ s[k], dr[k], atol=1e-12)
+        v = torch.randn(20, generator=g, dtype=torch.float64)
+        v -= (v @ s[k]) / (s[k] @ s[k]) * s[k]              # orthogonal to the step
+        assert torch.allclose(jac[i] @ v, before[i] @ v, atol=1e-12)
+        assert torch.allclose(gram[i], jac[i] @ jac[i].T, atol=1e-12)
+    # a zero step changes nothing
+    _broyden(jac, gram, torch.tensor([1]), torch.zeros(1, 20, dtype=torch.float64),
+             torch.ones(1, 4, dtype=torch.float64))
+    assert torch.equal(jac[1], before[1])
+
+
+def test_broyden_chord_steps_converge_with_fewer_jacobians(selu_fcnn):
+    target = target_distribution(list(range(10)), 0.9)
+    kw = dict(n_samples=2, seed=0, input_shape=SHAPE, chord=5)
+    plain = forward_pass_inv(selu_fcnn, target, **kw)
+    quasi = forward_pass_inv(selu_fcnn, target, broyden=True, **kw)
+    again = forward_pass_inv(selu_fcnn, target, broyden=True, **kw)
+    assert quasi.converged.all() and quasi.info["broyden"] and not plain.info["broyden"]
+    assert torch.equal(quasi.inputs, again.inputs)
+    jp, jq = plain.info["jacobians"], quasi.info["jacobians"]
+    assert jq.shape == (20,) and (jq >= 1).all()
+    assert jq.sum() < jp.sum()
+    assert not torch.equal(quasi.inputs, plain.inputs)
+    with pytest.raises(InversionError, match="chord >= 1"):
+        forward_pass_inv(selu_fcnn, target, input_shape=SHAPE, broyden=True, chord=0)
+    with pytest.raises(InversionError, match="broyden must be"):
+        forward_pass_inv(selu_fcnn, target, input_shape=SHAPE, broyden=1)
+
+
+def test_jacobians_per_sample_count_the_start_and_each_accepted_step(selu_fcnn):
+    """Plain LM computes a Jacobian at the start and after each accepted step that
+    did not finish the sample, so a converged sample has as many as accepted steps."""
+    res = forward_pass_inv(selu_fcnn, target_distribution([1, 4], 0.9), n_samples=3, seed=2,
+                           input_shape=SHAPE, chord=0, restarts=0)
+    assert res.converged.all()
+    accepted = (res.info["gain_ratio_history"][:, 1:] > 0).sum(dim=1)
+    assert res.info["jacobians"].tolist() == accepted.tolist()
+    assert (accepted >= 1).all()
+
+
 def test_mu_and_gain_ratio_histories_are_recorded(selu_fcnn):
     res = forward_pass_inv(selu_fcnn, target_distribution(3, 0.9), seed=0, input_shape=SHAPE)
     it = int(res.info["iterations"][0])

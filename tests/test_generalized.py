@@ -74,6 +74,16 @@ def test_generalized_inv_reaches_target_on_tiny_vit(tiny_vit):
     assert res.info["embedding_target"].shape == (4, 192)
     assert torch.isfinite(res.info["embedding_distance"]).all()
     assert len({tuple(x.flatten()[:20].tolist()) for x in res.inputs}) == 4
+    assert res.info["chord"] == 2 and not res.info["broyden"]
+
+
+def test_generalized_inv_takes_broyden_chord_steps(tiny_vit):
+    target = _reachable_target(tiny_vit, n=2)
+    res = generalized_inv(tiny_vit, target, n_samples=2, seed=0, embedding_rank=32, chord=4,
+                          broyden=True)
+    assert res.converged.all(), res.info["reasons"]
+    assert res.info["broyden"] and res.info["chord"] == 4
+    assert (res.info["jacobians"] >= 1).all()
 
 
 def test_generalized_inv_is_deterministic_and_leaves_the_model_untouched(tiny_vit):
@@ -113,6 +123,7 @@ def test_target_outside_the_norms_image_is_flagged(tiny_vit):
     (dict(embedding_rank=3), "embedding_rank"),
     (dict(colour="red"), "unknown option"),
     (dict(n_samples=0), "n_samples"),
+    (dict(broyden=True, chord=0), "chord >= 1"),
 ])
 def test_invalid_input_raises(tiny_vit, bad, match):
     kwargs = dict(target=target_distribution(1, 0.9))
