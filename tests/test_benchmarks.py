@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 import nninvert_lib as nni
@@ -243,3 +244,40 @@ def test_leaky_growth_writes_one_row_per_class(tmp_path):
     assert row["rounded_error"] < 1e-3
     table = (tmp_path / f"{out['date']}-{out['host']}-leaky-growth-depth4.md").read_text()
     assert table.count("\n| 1 |") == 1 and f"smallest on `layers[{top}:]`" in table
+
+
+def test_lm_variants_counts_jacobians_and_sets_scipy_beside_each_setting(tmp_path, monkeypatch):
+    lm = bench_module("lm_variants")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        net = nni.make_fcnn([784, 32, 10], activation="selu")
+    monkeypatch.setattr(lm.nni, "load_model", lambda *a, **k: (net, {"val_accuracy": 0.5}))
+
+    def produced(model, classes, device):
+        x = torch.rand(len(classes), 1, 28, 28, generator=torch.Generator().manual_seed(1))
+        with torch.no_grad():
+            p = torch.softmax(model(x).double(), dim=-1)
+        return p / p.sum(dim=1, keepdim=True)
+
+    monkeypatch.setattr(lm, "model_targets", produced)
+    out = lm.main(["--models", "fcnn6", "--n", "1", "--repeats", "2", "--scipy-subset", "1",
+                   "--out", str(tmp_path)])
+    kinds = out["models"]["fcnn6"]["kinds"]
+    assert set(kinds) == {"p=0.9", "model-produced"}
+    for rec in kinds.values():
+        assert set(rec) == {*lm.SETTINGS, "scipy"} and "jacobians" not in rec["scipy"]
+        for setting in lm.SETTINGS:
+            r = rec[setting]
+            assert r["images"] == 10 and len(r["verified"]) == 2
+            assert r["jacobians"]["median"] >= 1 and r["scipy_over_lm"]["median"] > 0
+    table = (tmp_path / f"{out['date']}-{out['host']}-lm-variants.md").read_text()
+    assert table.count("| FCNN-6 | p=0.9 |") == len(lm.SETTINGS) + 1
+    assert "chord 5 + Broyden" in table
+    per_image = out["models"]["fcnn6"]["jacobian_seconds_per_image"]
+    assert len(per_image["values"]) == 4 and per_image["min"] > 0
+    for i, kind in enumerate(["p=0.9", "model-produced"]):   # measured in this order
+        scipy = kinds[kind]["scipy"]["seconds_per_verified"]["values"]
+        jac = per_image["values"][2 * i: 2 * i + 2]          # SciPy's time over a Jacobian's
+        assert kinds[kind]["scipy"]["ceiling"]["values"] == pytest.approx(
+            [a / b for a, b in zip(scipy, jac)])
+    assert table.count("| FCNN-6 | 10 |") == 2

@@ -1,0 +1,173 @@
+"""How many Jacobians ForwardPassInv needs, and what they cost, with and without
+Broyden's update between chord steps.
+
+Each LM iteration computes a Jacobian (a forward pass and ``K - 1`` VJPs) and,
+with ``chord`` (default 2), takes up to that many more steps with it, a forward
+pass each (Fan's modified LM). ``broyden=True`` corrects that reused Jacobian
+after every accepted step by Broyden's rank-one update, so the chord steps see
+how the residual actually moved. On a ViT a Jacobian costs about twenty forward
+passes, so every Jacobian saved is most of an iteration.
+
+For each model (``quick`` profile) and each setting, this runs
+``forward_pass_inv`` on ``target_distribution(c, 0.9)`` and on the model's own
+softmax on the first validation digit of each class (*model-produced*),
+c = 0..9, ``--n`` samples each (seed = repeat), and records the verified
+success, the time per verified image, the mean LM iterations and the mean
+Jacobians computed per image (``info["jacobians"]``). SciPy's ``trf``
+(``method="scipy"``) runs on the first ``--scipy-subset`` targets of every
+repeat, side by side, for the ratio of the two per verified image, as
+``make bench`` forms it. The settings alternate within each repeat, so that a
+slow moment of the machine is shared.
+
+Each repeat also times one forward pass plus one ``(K - 1)``-row batched VJP
+(one Jacobian) on the whole batch, as LM computes it. SciPy's time per verified
+image over that Jacobian's time per image is the *ceiling*: the largest ratio
+LM could reach on this machine if it computed a single Jacobian per image and
+nothing else.
+
+    python benchmarks/lm_variants.py                       # ViT-tiny and FCNN-6, ~4 min
+    python benchmarks/lm_variants.py --models vit_tiny --n 20
+
+Writes ``benchmarks/results/<date>-<host>-lm-variants.{json,md}`` (or ``--out``).
+"""
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import torch
+
+import nninvert_lib as nni
+from forward_section import model_targets
+from nninvert_lib.forward import inversion_copy
+from nninvert_lib.modelcopy import with_fast_activations
+from report import DISPLAY, num, rng, run_header, table, write_experiment
+from roofline import forward_and_vjp, per_call
+from timing import ratio_summary, summary
+
+INPUT_SHAPE = (1, 28, 28)
+
+HERE = Path(__file__).resolve().parent
+
+#: name -> options of forward_pass_inv; the first is the library's default
+SETTINGS: dict[str, dict] = {
+    "default (chord 2)": {},
+    "chord 2 + Broyden": {"broyden": True},
+    "chord 5": {"chord": 5},
+    "chord 5 + Broyden": {"chord": 5, "broyden": True},
+}
+
+
+def _run(model, targets, n: int, seed: int, **options) -> dict:
+    """One timed ``forward_pass_inv`` call."""
+    t = time.perf_counter()
+    res = nni.forward_pass_inv(model, targets, n_samples=n, seed=seed, **options)
+    seconds = time.perf_counter() - t
+    verified = int(res.converged.sum())
+    out = {"seconds": seconds, "images": len(res.converged), "verified": verified,
+           "seconds_per_verified": seconds / verified if verified else float("inf"),
+           "iterations": float(res.info["iterations"].float().mean())}
+    if "jacobians" in res.info:
+        out["jacobians"] = float(res.info["jacobians"].float().mean())
+    return out
+
+
+def measure(name: str, n: int, repeats: int, scipy_subset: int) -> dict:
+    model, card = nni.load_model(name, "quick", train=True, progress=False)
+    classes = list(range(10))
+    kinds = {"p=0.9": nni.target_distribution(classes, 0.9),
+             "model-produced": model_targets(model, classes, "cpu")}
+    nni.forward_pass_inv(model, kinds["p=0.9"][:1], seed=0, max_iter=2)     # warm up
+    out = {"val_accuracy": card.get("val_accuracy"), "batch": 10 * n, "kinds": {}}
+    net = inversion_copy(model)[0]
+    with_fast_activations(net)                          # LM's own working copy
+    x = torch.rand(10 * n, 784, generator=torch.Generator().manual_seed(0))
+    jacobian = forward_and_vjp(net, x, rows=9, input_shape=INPUT_SHAPE)["both"]
+    per_image: list[float] = []
+    for kind, targets in kinds.items():
+        runs: dict[str, list[dict]] = {s: [] for s in [*SETTINGS, "scipy"]}
+        for rep in range(repeats):
+            for setting, options in SETTINGS.items():
+                runs[setting].append(_run(model, targets, n, rep, **options))
+            sub = _run(model, targets[:scipy_subset], 1, rep, method="scipy")
+            runs["scipy"].append(sub)
+            per_image.append(per_call(jacobian, min_seconds=0.2, max_calls=50) / (10 * n))
+            print(name, kind, rep, {s: round(r[-1]["seconds_per_verified"], 4)
+                                    for s, r in runs.items()}, flush=True)
+        rec = {}
+        for setting, rs in runs.items():
+            rec[setting] = {
+                "verified": [r["verified"] for r in rs], "images": rs[0]["images"],
+                "seconds_per_verified": summary([r["seconds_per_verified"] for r in rs]),
+                "iterations": summary([r["iterations"] for r in rs]),
+                **({"jacobians": summary([r["jacobians"] for r in rs])}
+                   if "jacobians" in rs[0] else {})}
+            if setting != "scipy":
+                rec[setting]["scipy_over_lm"] = ratio_summary(
+                    [r["seconds_per_verified"] for r in runs["scipy"]],
+                    [r["seconds_per_verified"] for r in rs])
+        scipy = [r["seconds_per_verified"] for r in runs["scipy"]]
+        rec["scipy"]["ceiling"] = ratio_summary(scipy, per_image[-repeats:])
+        out["kinds"][kind] = rec
+    out["jacobian_seconds_per_image"] = summary(per_image)
+    return out
+
+
+def markdown(out: dict) -> str:
+    lines = [f"# ForwardPassInv: Broyden's update between chord steps ({out['date']}, "
+             f"{out['host']})", "",
+             f"torch {out['torch']}, NumPy {out['numpy']}, SciPy {out['scipy']}, "
+             f"{out['threads']} thread(s); `quick` models, targets c = 0..9 × {out['n']} "
+             f"samples, {out['repeats']} repeats (seed = repeat), median [min–max]; SciPy "
+             f"`trf` on the first {out['scipy_subset']} targets of each repeat.", ""]
+    rows = []
+    for name, rec in out["models"].items():
+        for kind, settings in rec["kinds"].items():
+            for setting, r in settings.items():
+                done = sum(r["verified"])
+                rows.append([DISPLAY[name], kind, setting,
+                             f"{done} / {r['images'] * len(r['verified'])}",
+                             rng(r["seconds_per_verified"], unit=" s"),
+                             rng(r["iterations"]), rng(r.get("jacobians")),
+                             rng(r.get("scipy_over_lm"), unit="×")])
+    lines += table(["model", "target", "setting", "verified", "s per verified image",
+                    "iterations", "Jacobians per image", "SciPy ÷ LM per verified image"],
+                   rows)
+    rows = [[DISPLAY[name], f"{rec['batch']:,}", rng(rec["jacobian_seconds_per_image"],
+                                                      scale=1e3, unit=" ms"), kind,
+             rng(r["scipy"]["seconds_per_verified"], unit=" s"),
+             rng(r["scipy"]["ceiling"], unit="×")]
+            for name, rec in out["models"].items() for kind, r in rec["kinds"].items()]
+    lines += ["One Jacobian (a forward pass and a 9-row batched VJP on the whole batch), per "
+              "image, and the ceiling it sets: SciPy's time per verified image over it, the "
+              "largest ratio LM could reach here with one Jacobian per image and nothing else.",
+              ""]
+    lines += table(["model", "batch", "one Jacobian per image", "target",
+                    "SciPy s per verified image", "ceiling"], rows)
+    lines.append(f"Total runtime {num(out['seconds'] / 60)} min.")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--models", nargs="+", default=["vit_tiny", "fcnn6"],
+                    choices=["fcnn1", "fcnn2", "fcnn6", "vit_tiny"])
+    ap.add_argument("--n", type=int, default=2, help="samples per class")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--scipy-subset", type=int, default=2)
+    ap.add_argument("--out", type=Path, default=HERE / "results")
+    args = ap.parse_args(argv)
+    t = time.perf_counter()
+    out = {**run_header(), "n": args.n, "repeats": args.repeats,
+           "scipy_subset": args.scipy_subset, "settings": SETTINGS,
+           "models": {m: measure(m, args.n, args.repeats, args.scipy_subset)
+                      for m in args.models}}
+    out["seconds"] = time.perf_counter() - t
+    write_experiment(args.out, "lm-variants", out, markdown(out))
+    return out
+
+
+if __name__ == "__main__":
+    torch.set_num_threads(1)            # the times in the results are on one thread
+    main()
