@@ -27,6 +27,7 @@ nothing else.
 
     python benchmarks/lm_variants.py                       # ViT-tiny and FCNN-6, ~4 min
     python benchmarks/lm_variants.py --models vit_tiny --n 20
+    python benchmarks/lm_variants.py --models dinov3_base --n 1 --repeats 1 --kinds model-produced
 
 Writes ``benchmarks/results/<date>-<host>-lm-variants.{json,md}`` (or ``--out``).
 """
@@ -50,6 +51,8 @@ INPUT_SHAPE = (1, 28, 28)
 
 HERE = Path(__file__).resolve().parent
 
+#: the two kinds of target
+KINDS: tuple[str, ...] = ("p=0.9", "model-produced")
 #: name -> options of forward_pass_inv; the first is the library's default
 SETTINGS: dict[str, dict] = {
     "default (chord 2)": {},
@@ -73,12 +76,14 @@ def _run(model, targets, n: int, seed: int, **options) -> dict:
     return out
 
 
-def measure(name: str, n: int, repeats: int, scipy_subset: int) -> dict:
+def measure(name: str, n: int, repeats: int, scipy_subset: int,
+            kinds: tuple[str, ...] = KINDS) -> dict:
     model, card = nni.load_model(name, "quick", train=True, progress=False)
     classes = list(range(10))
-    kinds = {"p=0.9": nni.target_distribution(classes, 0.9),
-             "model-produced": model_targets(model, classes, "cpu")}
-    nni.forward_pass_inv(model, kinds["p=0.9"][:1], seed=0, max_iter=2)     # warm up
+    made = {"p=0.9": lambda: nni.target_distribution(classes, 0.9),
+            "model-produced": lambda: model_targets(model, classes, "cpu")}
+    kinds = {k: made[k]() for k in kinds}
+    nni.forward_pass_inv(model, next(iter(kinds.values()))[:1], seed=0, max_iter=2)  # warm up
     out = {"val_accuracy": card.get("val_accuracy"), "batch": 10 * n, "kinds": {}}
     net = inversion_copy(model)[0]
     with_fast_activations(net)                          # LM's own working copy
@@ -152,7 +157,8 @@ def markdown(out: dict) -> str:
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--models", nargs="+", default=["vit_tiny", "fcnn6"],
-                    choices=["fcnn1", "fcnn2", "fcnn6", "vit_tiny"])
+                    choices=["fcnn1", "fcnn2", "fcnn6", "vit_tiny", "dinov3_base"])
+    ap.add_argument("--kinds", nargs="+", default=list(KINDS), choices=KINDS)
     ap.add_argument("--n", type=int, default=2, help="samples per class")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--scipy-subset", type=int, default=2)
@@ -161,8 +167,8 @@ def main(argv: list[str] | None = None) -> dict:
     t = time.perf_counter()
     out = {**run_header(), "n": args.n, "repeats": args.repeats,
            "scipy_subset": args.scipy_subset, "settings": SETTINGS,
-           "models": {m: measure(m, args.n, args.repeats, args.scipy_subset)
-                      for m in args.models}}
+           "models": {m: measure(m, args.n, args.repeats, args.scipy_subset,
+                                 tuple(args.kinds)) for m in args.models}}
     out["seconds"] = time.perf_counter() - t
     write_experiment(args.out, "lm-variants", out, markdown(out))
     return out

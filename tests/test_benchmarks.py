@@ -281,3 +281,6 @@ def test_lm_variants_counts_jacobians_and_sets_scipy_beside_each_setting(tmp_pat
         assert kinds[kind]["scipy"]["ceiling"]["values"] == pytest.approx(
             [a / b for a, b in zip(scipy, jac)])
     assert table.count("| FCNN-6 | 10 |") == 2
+    one = lm.main(["--models", "fcnn6", "--n", "1", "--repeats", "1", "--scipy-subset", "1",
+                   "--kinds", "model-produced", "--out", str(tmp_path)])
+    assert list(one["models"]["fcnn6"]["kinds"]) == ["model-produced"]
