@@ -29,7 +29,9 @@ nothing else.
     python benchmarks/lm_variants.py --models vit_tiny --n 20
     python benchmarks/lm_variants.py --models dinov3_base --n 1 --repeats 1 --kinds model-produced
 
-Writes ``benchmarks/results/<date>-<host>-lm-variants.{json,md}`` (or ``--out``).
+Writes ``benchmarks/results/<date>-<host>-lm-variants.{json,md}`` (or ``--out``);
+with other ``--models`` than the default, their names end the file name
+(``...-lm-variants-dinov3_base.md``).
 """
 from __future__ import annotations
 
@@ -120,8 +122,9 @@ def measure(name: str, n: int, repeats: int, scipy_subset: int,
 
 
 def markdown(out: dict) -> str:
-    lines = [f"# ForwardPassInv: Broyden's update between chord steps ({out['date']}, "
-             f"{out['host']})", "",
+    names = ", ".join(DISPLAY[m] for m in out["models"])
+    lines = [f"# ForwardPassInv with Broyden's update between chord steps: {names} "
+             f"({out['date']}, {out['host']})", "",
              f"torch {out['torch']}, NumPy {out['numpy']}, SciPy {out['scipy']}, "
              f"{out['threads']} thread(s); `quick` models, targets c = 0..9 × {out['n']} "
              f"samples, {out['repeats']} repeats (seed = repeat), median [min–max]; SciPy "
@@ -170,7 +173,9 @@ def main(argv: list[str] | None = None) -> dict:
            "models": {m: measure(m, args.n, args.repeats, args.scipy_subset,
                                  tuple(args.kinds)) for m in args.models}}
     out["seconds"] = time.perf_counter() - t
-    write_experiment(args.out, "lm-variants", out, markdown(out))
+    default = ap.get_default("models")
+    name = "lm-variants" + ("" if args.models == default else "-" + "-".join(args.models))
+    write_experiment(args.out, name, out, markdown(out))
     return out
 
 

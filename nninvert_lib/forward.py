@@ -91,10 +91,16 @@ ViT-tiny, p = 0.9            Jacobians per image       s per verified image
 ===========================  ========================  ==========================
 
 On the model-produced targets ``chord=2, broyden=True`` takes 5.0 Jacobians
-instead of 6.0 and 0.194 instead of 0.225 s. On FCNN-6, where a Jacobian costs
-little more than a forward pass, it saves Jacobians (8.35 → 7.2; 5.5 with
-``chord=5``) but no time. It stays off by default until it is measured where
-Jacobians cost the most (DINOv3-Base, the generalized method) and on a GPU.
+instead of 6.0 and 0.194 instead of 0.225 s. On DINOv3-Base, where a Jacobian
+costs about 0.49 s per image, it takes 1.7 instead of 2.4 Jacobians and 1.16
+instead of 1.49 s per verified image (model-produced targets, 10 × 1, 3
+repeats: ``--models dinov3_base --n 1 --kinds model-produced``,
+``…-lm-variants-dinov3_base.md``). On FCNN-6, where a Jacobian costs little
+more than a forward pass, it saves Jacobians (8.35 → 7.2; 5.5 with
+``chord=5``) but no time. It is off by default because the numbers quoted for
+the defaults (here, in :mod:`~nninvert_lib.generalized` and in the book's
+benchmark pages) were measured without it, and it is not yet measured on the
+generalized method or on a GPU.
 
 **Damping.** From a random start the first two or three steps on FCNN-6 are
 rejected (``μ₀ = 10⁻³ · max diag(JJᵀ)`` is too small there); a rejected step

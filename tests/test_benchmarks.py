@@ -270,7 +270,7 @@ def test_lm_variants_counts_jacobians_and_sets_scipy_beside_each_setting(tmp_pat
             r = rec[setting]
             assert r["images"] == 10 and len(r["verified"]) == 2
             assert r["jacobians"]["median"] >= 1 and r["scipy_over_lm"]["median"] > 0
-    table = (tmp_path / f"{out['date']}-{out['host']}-lm-variants.md").read_text()
+    table = (tmp_path / f"{out['date']}-{out['host']}-lm-variants-fcnn6.md").read_text()
     assert table.count("| FCNN-6 | p=0.9 |") == len(lm.SETTINGS) + 1
     assert "chord 5 + Broyden" in table
     per_image = out["models"]["fcnn6"]["jacobian_seconds_per_image"]
