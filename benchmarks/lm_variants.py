@@ -25,13 +25,18 @@ image over that Jacobian's time per image is the *ceiling*: the largest ratio
 LM could reach on this machine if it computed a single Jacobian per image and
 nothing else.
 
+``--method generalized`` times :func:`nninvert_lib.generalized_inv` with the
+same settings instead (its residual has ``embedding_rank`` = 32 rows, so its
+Jacobians cost more than ForwardPassInv's; no SciPy, no ceiling).
+
     python benchmarks/lm_variants.py                       # ViT-tiny and FCNN-6, ~4 min
     python benchmarks/lm_variants.py --models vit_tiny --n 20
     python benchmarks/lm_variants.py --models dinov3_base --n 1 --repeats 1 --kinds model-produced
+    python benchmarks/lm_variants.py --models vit_tiny --method generalized
 
 Writes ``benchmarks/results/<date>-<host>-lm-variants.{json,md}`` (or ``--out``);
 with other ``--models`` than the default, their names end the file name
-(``...-lm-variants-dinov3_base.md``).
+(``...-lm-variants-dinov3_base.md``), and ``-generalized`` after them.
 """
 from __future__ import annotations
 
@@ -64,10 +69,11 @@ SETTINGS: dict[str, dict] = {
 }
 
 
-def _run(model, targets, n: int, seed: int, **options) -> dict:
-    """One timed ``forward_pass_inv`` call."""
+def _run(model, targets, n: int, seed: int, generalized: bool = False, **options) -> dict:
+    """One timed ``forward_pass_inv`` (or ``generalized_inv``) call."""
     t = time.perf_counter()
-    res = nni.forward_pass_inv(model, targets, n_samples=n, seed=seed, **options)
+    invert = nni.generalized_inv if generalized else nni.forward_pass_inv
+    res = invert(model, targets, n_samples=n, seed=seed, **options)
     seconds = time.perf_counter() - t
     verified = int(res.converged.sum())
     out = {"seconds": seconds, "images": len(res.converged), "verified": verified,
@@ -79,7 +85,9 @@ def _run(model, targets, n: int, seed: int, **options) -> dict:
 
 
 def measure(name: str, n: int, repeats: int, scipy_subset: int,
-            kinds: tuple[str, ...] = KINDS) -> dict:
+            kinds: tuple[str, ...] = KINDS, generalized: bool = False) -> dict:
+    """Every setting on every kind of target, ``repeats`` times; SciPy and the
+    ceiling only for ForwardPassInv (``generalized=False``)."""
     model, card = nni.load_model(name, "quick", train=True, progress=False)
     classes = list(range(10))
     made = {"p=0.9": lambda: nni.target_distribution(classes, 0.9),
@@ -93,12 +101,15 @@ def measure(name: str, n: int, repeats: int, scipy_subset: int,
     jacobian = forward_and_vjp(net, x, rows=9, input_shape=INPUT_SHAPE)["both"]
     per_image: list[float] = []
     for kind, targets in kinds.items():
-        runs: dict[str, list[dict]] = {s: [] for s in [*SETTINGS, "scipy"]}
+        runs: dict[str, list[dict]] = {s: [] for s in SETTINGS}
+        if not generalized:
+            runs["scipy"] = []
         for rep in range(repeats):
             for setting, options in SETTINGS.items():
-                runs[setting].append(_run(model, targets, n, rep, **options))
-            sub = _run(model, targets[:scipy_subset], 1, rep, method="scipy")
-            runs["scipy"].append(sub)
+                runs[setting].append(_run(model, targets, n, rep, generalized, **options))
+            if generalized:
+                continue
+            runs["scipy"].append(_run(model, targets[:scipy_subset], 1, rep, method="scipy"))
             per_image.append(per_call(jacobian, min_seconds=0.2, max_calls=50) / (10 * n))
             print(name, kind, rep, {s: round(r[-1]["seconds_per_verified"], 4)
                                     for s, r in runs.items()}, flush=True)
@@ -110,25 +121,30 @@ def measure(name: str, n: int, repeats: int, scipy_subset: int,
                 "iterations": summary([r["iterations"] for r in rs]),
                 **({"jacobians": summary([r["jacobians"] for r in rs])}
                    if "jacobians" in rs[0] else {})}
-            if setting != "scipy":
+            if setting != "scipy" and not generalized:
                 rec[setting]["scipy_over_lm"] = ratio_summary(
                     [r["seconds_per_verified"] for r in runs["scipy"]],
                     [r["seconds_per_verified"] for r in rs])
-        scipy = [r["seconds_per_verified"] for r in runs["scipy"]]
-        rec["scipy"]["ceiling"] = ratio_summary(scipy, per_image[-repeats:])
+        if not generalized:
+            scipy = [r["seconds_per_verified"] for r in runs["scipy"]]
+            rec["scipy"]["ceiling"] = ratio_summary(scipy, per_image[-repeats:])
         out["kinds"][kind] = rec
-    out["jacobian_seconds_per_image"] = summary(per_image)
+    if not generalized:
+        out["jacobian_seconds_per_image"] = summary(per_image)
     return out
 
 
 def markdown(out: dict) -> str:
     names = ", ".join(DISPLAY[m] for m in out["models"])
-    lines = [f"# ForwardPassInv with Broyden's update between chord steps: {names} "
+    generalized = out.get("method") == "generalized"
+    method = "The generalized method" if generalized else "ForwardPassInv"
+    lines = [f"# {method} with Broyden's update between chord steps: {names} "
              f"({out['date']}, {out['host']})", "",
              f"torch {out['torch']}, NumPy {out['numpy']}, SciPy {out['scipy']}, "
              f"{out['threads']} thread(s); `quick` models, targets c = 0..9 × {out['n']} "
-             f"samples, {out['repeats']} repeats (seed = repeat), median [min–max]; SciPy "
-             f"`trf` on the first {out['scipy_subset']} targets of each repeat.", ""]
+             f"samples, {out['repeats']} repeats (seed = repeat), median [min–max]"
+             + ("." if generalized else f"; SciPy `trf` on the first {out['scipy_subset']} "
+                "targets of each repeat."), ""]
     rows = []
     for name, rec in out["models"].items():
         for kind, settings in rec["kinds"].items():
@@ -139,9 +155,14 @@ def markdown(out: dict) -> str:
                              rng(r["seconds_per_verified"], unit=" s"),
                              rng(r["iterations"]), rng(r.get("jacobians")),
                              rng(r.get("scipy_over_lm"), unit="×")])
-    lines += table(["model", "target", "setting", "verified", "s per verified image",
-                    "iterations", "Jacobians per image", "SciPy ÷ LM per verified image"],
-                   rows)
+    header = ["model", "target", "setting", "verified", "s per verified image",
+              "iterations", "Jacobians per image", "SciPy ÷ LM per verified image"]
+    if generalized:
+        header, rows = header[:-1], [r[:-1] for r in rows]
+    lines += table(header, rows)
+    if generalized:
+        lines.append(f"Total runtime {num(out['seconds'] / 60)} min.")
+        return "\n".join(lines) + "\n"
     rows = [[DISPLAY[name], f"{rec['batch']:,}", rng(rec["jacobian_seconds_per_image"],
                                                       scale=1e3, unit=" ms"), kind,
              rng(r["scipy"]["seconds_per_verified"], unit=" s"),
@@ -162,6 +183,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--models", nargs="+", default=["vit_tiny", "fcnn6"],
                     choices=["fcnn1", "fcnn2", "fcnn6", "vit_tiny", "dinov3_base"])
     ap.add_argument("--kinds", nargs="+", default=list(KINDS), choices=KINDS)
+    ap.add_argument("--method", default="forward", choices=["forward", "generalized"],
+                    help="generalized: time generalized_inv (no SciPy, no ceiling)")
     ap.add_argument("--n", type=int, default=2, help="samples per class")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--scipy-subset", type=int, default=2)
@@ -169,12 +192,14 @@ def main(argv: list[str] | None = None) -> dict:
     args = ap.parse_args(argv)
     t = time.perf_counter()
     out = {**run_header(), "n": args.n, "repeats": args.repeats,
-           "scipy_subset": args.scipy_subset, "settings": SETTINGS,
+           "scipy_subset": args.scipy_subset, "settings": SETTINGS, "method": args.method,
            "models": {m: measure(m, args.n, args.repeats, args.scipy_subset,
-                                 tuple(args.kinds)) for m in args.models}}
+                                 tuple(args.kinds), args.method == "generalized")
+                      for m in args.models}}
     out["seconds"] = time.perf_counter() - t
     default = ap.get_default("models")
     name = "lm-variants" + ("" if args.models == default else "-" + "-".join(args.models))
+    name += "-generalized" if args.method == "generalized" else ""
     write_experiment(args.out, name, out, markdown(out))
     return out
 

@@ -598,6 +598,7 @@ def generalized_inv(model: nn.Module, target: torch.Tensor | Sequence, n_samples
                                  f"(backbone inversion: {info['reasons'][i]})"
         info["polish_iterations"] = torch.zeros(n, dtype=torch.long)
         info["polish_iterations"][todo] = out["iterations"]
+        info["jacobians"][todo] += out["jacobians"]           # the polish's Jacobians too
     seconds = time.perf_counter() - t0 + warm_info.get("warm_start_seconds", 0.0)
     inputs = x.reshape(n, *input_shape).to(m_dtype)
     probs, converged = verify(model, inputs, tgt.to(device), atol)

@@ -284,3 +284,27 @@ def test_lm_variants_counts_jacobians_and_sets_scipy_beside_each_setting(tmp_pat
     one = lm.main(["--models", "fcnn6", "--n", "1", "--repeats", "1", "--scipy-subset", "1",
                    "--kinds", "model-produced", "--out", str(tmp_path)])
     assert list(one["models"]["fcnn6"]["kinds"]) == ["model-produced"]
+
+
+def test_lm_variants_times_the_generalized_method_without_scipy(tmp_path, monkeypatch, tiny_vit):
+    lm = bench_module("lm_variants")
+    monkeypatch.setattr(lm.nni, "load_model", lambda *a, **k: (tiny_vit, {"val_accuracy": 0.5}))
+
+    def produced(model, classes, device):
+        x = torch.rand(len(classes), 1, 28, 28, generator=torch.Generator().manual_seed(1))
+        with torch.no_grad():
+            p = torch.softmax(model(x).double(), dim=-1)
+        return p / p.sum(dim=1, keepdim=True)
+
+    monkeypatch.setattr(lm, "model_targets", produced)
+    out = lm.main(["--models", "vit_tiny", "--method", "generalized", "--n", "1",
+                   "--repeats", "1", "--kinds", "model-produced", "--out", str(tmp_path)])
+    rec = out["models"]["vit_tiny"]
+    assert set(rec["kinds"]["model-produced"]) == set(lm.SETTINGS)
+    assert "jacobian_seconds_per_image" not in rec
+    for r in rec["kinds"]["model-produced"].values():
+        assert r["jacobians"]["median"] >= 1 and "scipy_over_lm" not in r
+    stem = f"{out['date']}-{out['host']}-lm-variants-vit_tiny-generalized"
+    table = (tmp_path / f"{stem}.md").read_text()
+    assert table.startswith("# The generalized method")
+    assert "SciPy ÷" not in table and "ceiling" not in table

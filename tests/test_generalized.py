@@ -181,5 +181,10 @@ def test_polish_off_reports_the_backbone_inversion_alone(tiny_vit):
     target = _reachable_target(tiny_vit)
     res = generalized_inv(tiny_vit, target, seed=0, polish=False, max_iter=1, null_weight=1.0)
     assert not res.info["polished"].any() and res.info["polish"] is False
+    both = generalized_inv(tiny_vit, target, seed=0, max_iter=1, null_weight=1.0)
+    done = both.info["polished"]
+    assert done.any()           # the polish's Jacobians are counted with the rest
+    assert (both.info["jacobians"][done] > res.info["jacobians"][done]).all()
+    assert torch.equal(both.info["jacobians"][~done], res.info["jacobians"][~done])
     with pytest.raises(InversionError, match="null_weight"):
         generalized_inv(tiny_vit, target, null_weight=-1.0)
