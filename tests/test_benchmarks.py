@@ -246,20 +246,22 @@ def test_leaky_growth_writes_one_row_per_class(tmp_path):
     assert table.count("\n| 1 |") == 1 and f"smallest on `layers[{top}:]`" in table
 
 
+def _softmax_at_random_images(model, classes, device):
+    """Stands in for ``forward_section.model_targets`` (no MNIST): the model's softmax
+    at one random image per class, reachable by construction."""
+    x = torch.rand(len(classes), 1, 28, 28, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        p = torch.softmax(model(x).double(), dim=-1)
+    return p / p.sum(dim=1, keepdim=True)
+
+
 def test_lm_variants_counts_jacobians_and_sets_scipy_beside_each_setting(tmp_path, monkeypatch):
     lm = bench_module("lm_variants")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         net = nni.make_fcnn([784, 32, 10], activation="selu")
     monkeypatch.setattr(lm.nni, "load_model", lambda *a, **k: (net, {"val_accuracy": 0.5}))
-
-    def produced(model, classes, device):
-        x = torch.rand(len(classes), 1, 28, 28, generator=torch.Generator().manual_seed(1))
-        with torch.no_grad():
-            p = torch.softmax(model(x).double(), dim=-1)
-        return p / p.sum(dim=1, keepdim=True)
-
-    monkeypatch.setattr(lm, "model_targets", produced)
+    monkeypatch.setattr(lm, "model_targets", _softmax_at_random_images)
     out = lm.main(["--models", "fcnn6", "--n", "1", "--repeats", "2", "--scipy-subset", "1",
                    "--out", str(tmp_path)])
     kinds = out["models"]["fcnn6"]["kinds"]
@@ -289,14 +291,7 @@ def test_lm_variants_counts_jacobians_and_sets_scipy_beside_each_setting(tmp_pat
 def test_lm_variants_times_the_generalized_method_without_scipy(tmp_path, monkeypatch, tiny_vit):
     lm = bench_module("lm_variants")
     monkeypatch.setattr(lm.nni, "load_model", lambda *a, **k: (tiny_vit, {"val_accuracy": 0.5}))
-
-    def produced(model, classes, device):
-        x = torch.rand(len(classes), 1, 28, 28, generator=torch.Generator().manual_seed(1))
-        with torch.no_grad():
-            p = torch.softmax(model(x).double(), dim=-1)
-        return p / p.sum(dim=1, keepdim=True)
-
-    monkeypatch.setattr(lm, "model_targets", produced)
+    monkeypatch.setattr(lm, "model_targets", _softmax_at_random_images)
     out = lm.main(["--models", "vit_tiny", "--method", "generalized", "--n", "1",
                    "--repeats", "1", "--kinds", "model-produced", "--out", str(tmp_path)])
     rec = out["models"]["vit_tiny"]
