@@ -376,7 +376,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "before LM (default 0; 200 helps a weakly trained ViT at high p)")
     p.add_argument("--broyden", action="store_true",
                    help="forward or generalized: correct LM's reused Jacobian between chord "
-                        "steps by Broyden's update (fewer Jacobians; 10-30%% faster on the ViTs)")
+                        "steps by Broyden's update (fewer Jacobians; 8-27%% less time per verified "
+                        "image on the ViTs in the benchmarks)")
     p.add_argument("--atol", type=float, default=1e-3,
                    help="an input is verified when every probability is within ATOL of the "
                    "target (default 1e-3)")
