@@ -3,7 +3,9 @@
 Per model (each in its own process, so that its peak memory is its own):
 
 * ``forward_pass_inv`` on a batch of targets, at most ``max_iter`` iterations:
-  time per image, per verified image, success rate;
+  time per image, per verified image, success rate, Jacobians per image; again
+  with ``broyden=True`` (Broyden's update of the reused Jacobian between chord
+  steps, off by default), side by side;
 * the same targets with ``method="scipy"`` (``least_squares(method="trf")``
   per image) on a subset, its per-image cost extrapolated;
 * the cost of one LM iteration on the full batch, from runs of the library's
@@ -38,16 +40,17 @@ def model_targets(model: torch.nn.Module, classes: list[int], device: str) -> to
     return p / p.sum(dim=1, keepdim=True)
 
 
-def _solve(model, rows, n_per, seed, spec, method, device, threads=None):
-    """``(seconds, result)`` of one ``forward_pass_inv`` call; ``threads``: run it
-    with that many torch threads (then restore the process's setting)."""
+def _solve(model, rows, n_per, seed, spec, method, device, threads=None, **options):
+    """``(seconds, result)`` of one ``forward_pass_inv`` call (``options`` passed
+    on); ``threads``: run it with that many torch threads (then restore the
+    process's setting)."""
     before = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(threads)
     try:
         return timed(lambda: nni.forward_pass_inv(
             model, rows, n_samples=n_per, seed=seed, max_iter=spec["max_iter"],
-            dtype=spec["dtype"], method=method), device)
+            dtype=spec["dtype"], method=method, **options), device)
     finally:
         torch.set_num_threads(before)
 
@@ -73,20 +76,27 @@ def run_forward(cfg: dict, name: str, device: str = "cpu") -> dict:
     for kind, rows in kinds.items():
         n = len(rows) * spec["n_per_class"]
         sub = rows[: spec["scipy_subset"]]
-        runs = {"lm": (rows, spec["n_per_class"], "lm", None),
-                "scipy": (sub, sp_per, "scipy", None)}
+        # lm_broyden: the same LM with Broyden's update of the reused Jacobian
+        runs = {"lm": (rows, spec["n_per_class"], "lm", None, {}),
+                "lm_broyden": (rows, spec["n_per_class"], "lm", None, {"broyden": True}),
+                "scipy": (sub, sp_per, "scipy", None, {})}
         if one_thread:
-            runs["scipy_1_thread"] = (sub, sp_per, "scipy", 1)
-        raw = {key: {"seconds": [], "verified": [], "iterations": []} for key in runs}
+            runs["scipy_1_thread"] = (sub, sp_per, "scipy", 1, {})
+        raw = {key: {"seconds": [], "verified": [], "iterations": [], "jacobians": []}
+               for key in runs}
         for r in range(repeats):
-            for key, (targets, per, method, threads) in runs.items():
-                sec, res = _solve(model, targets, per, r, spec, method, device, threads)
+            for key, (targets, per, method, threads, options) in runs.items():
+                sec, res = _solve(model, targets, per, r, spec, method, device, threads,
+                                  **options)
                 raw[key]["seconds"].append(sec)
                 raw[key]["verified"].append(int(res.converged.sum()))
                 raw[key]["iterations"].append(float(res.info["iterations"].double().mean()))
+                if "jacobians" in res.info:
+                    raw[key]["jacobians"].append(float(res.info["jacobians"].double().mean()))
         rec = {}
         for method in runs:
-            count = n if method == "lm" else len(sub) * sp_per
+            lm = method.startswith("lm")
+            count = n if lm else len(sub) * sp_per
             sec, ver = raw[method]["seconds"], raw[method]["verified"]
             rec[method] = {
                 "n": count, "seconds": summary(sec), "verified": ver,
@@ -95,10 +105,11 @@ def run_forward(cfg: dict, name: str, device: str = "cpu") -> dict:
                 "seconds_per_verified_image": summary([t / v if v else float("inf")
                                                        for t, v in zip(sec, ver)]),
                 "mean_iterations": summary(raw[method]["iterations"]),
+                "mean_jacobians": summary(raw[method]["jacobians"]) if lm else None,
                 # one image's iteration: the subset's time over all its iterations
                 "seconds_per_iteration": summary([t / max(count * it, 1e-9) for t, it in
                                                   zip(sec, raw[method]["iterations"])])
-                if method != "lm" else None,
+                if not lm else None,
             }
         per_img_lm = [t / n for t in raw["lm"]["seconds"]]
         per_img_sp = [t / rec["scipy"]["n"] for t in raw["scipy"]["seconds"]]
@@ -106,12 +117,17 @@ def run_forward(cfg: dict, name: str, device: str = "cpu") -> dict:
         rec["scipy_over_lm_per_verified_image"] = ratio_summary(
             rec["scipy"]["seconds_per_verified_image"]["values"],
             rec["lm"]["seconds_per_verified_image"]["values"])
+        rec["scipy_over_lm_broyden_per_verified_image"] = ratio_summary(
+            rec["scipy"]["seconds_per_verified_image"]["values"],
+            rec["lm_broyden"]["seconds_per_verified_image"]["values"])
         if one_thread:   # per repeat, SciPy's faster thread setting
             best = [min(a, b) for a, b in zip(rec["scipy"]["seconds_per_verified_image"]["values"],
                                               rec["scipy_1_thread"]["seconds_per_verified_image"]
                                               ["values"])]
             rec["scipy_best_over_lm_per_verified_image"] = ratio_summary(
                 best, rec["lm"]["seconds_per_verified_image"]["values"])
+            rec["scipy_best_over_lm_broyden_per_verified_image"] = ratio_summary(
+                best, rec["lm_broyden"]["seconds_per_verified_image"]["values"])
         out["targets"][kind] = rec
         log(f"  forward {name} {kind}: LM {rec['lm']['success_rate']:.0%} verified, "
             f"{rec['lm']['seconds_per_image']['median']:.3g} s/image; SciPy "

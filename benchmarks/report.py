@@ -129,7 +129,7 @@ def forward_lines(secs: dict, keys: tuple[str, ...]) -> list[str]:
             continue
         name = model_label(sec)
         for kind, rec in sec["targets"].items():
-            lm, sp = rec["lm"], rec["scipy"]
+            lm, sp, lb = rec["lm"], rec["scipy"], rec.get("lm_broyden")
             rows.append([
                 name, kind, f"{sec['classes']} × {sec['n_per_class']}", sec["dtype"],
                 str(sec["max_iter"]), pct(lm["success_rate"]),
@@ -137,7 +137,10 @@ def forward_lines(secs: dict, keys: tuple[str, ...]) -> list[str]:
                 rng(lm["seconds_per_verified_image"], unit=" s"),
                 f"{sp['n']}: {pct(sp['success_rate'])}", scipy_seconds(rec),
                 rng(rec["scipy_over_lm_per_image"], unit="×"),
-                rng(rec["scipy_over_lm_per_verified_image"], unit="×")])
+                rng(rec["scipy_over_lm_per_verified_image"], unit="×"),
+                "—" if not lb else
+                f"{pct(lb['success_rate'])}, {rng(lb['seconds_per_verified_image'], unit=' s')}",
+                rng(rec.get("scipy_over_lm_broyden_per_verified_image"), unit="×")])
         it = sec["per_iteration"]
         sp_iter = sec["targets"]["p=0.9"]["scipy"].get("seconds_per_iteration")
         it_rows.append([name, str(it["batch"]), sec["dtype"],
@@ -149,8 +152,9 @@ def forward_lines(secs: dict, keys: tuple[str, ...]) -> list[str]:
                         rng(sp_iter, 1e3, " ms") + " (batch 1)"])
     lines = table(["model", "target", "batch", "dtype", "max iter", "LM verified",
                    "LM s/image", "LM s/verified image", "SciPy subset: verified",
-                   "SciPy s/image", "SciPy ÷ LM per image", "SciPy ÷ LM per verified image"],
-                  rows)
+                   "SciPy s/image", "SciPy ÷ LM per image", "SciPy ÷ LM per verified image",
+                   "LM + Broyden: verified, s/verified image",
+                   "SciPy ÷ LM + Broyden per verified image"], rows)
     lines += [
         "LM is `forward_pass_inv` (batched minimum-norm Levenberg–Marquardt, default "
         "options: residual `logit`, 2 restarts within the iteration budget), random starts "
@@ -162,6 +166,8 @@ def forward_lines(secs: dict, keys: tuple[str, ...]) -> list[str]:
         "*p=0.9* is `target_distribution(c, 0.9)` for classes 0, 1, ...; *model-produced* is "
         "the model's own softmax on the first validation digit of each class (reachable by "
         "construction). The ViTs are the `quick` profile's (patch 7, trained briefly). "
+        "*LM + Broyden* is the same LM call with `broyden=True` (Broyden's update of the "
+        "reused Jacobian between chord steps; off by default), side by side. "
         "*2 threads*: the same FCNN-6 measurement in a "
         "process with two torch/BLAS threads, for LM and SciPy alike (the batched LM's "
         "matrix products use both cores; SciPy's one-image products are too small to), "
@@ -283,9 +289,13 @@ def target_lines(results: dict) -> list[str]:
             continue
         good = q["median"] >= 20 and lm_ok >= sp_ok
         against = " (SciPy at its faster of 1 or 2 threads)" if best else ""
+        qb = rec.get("scipy_best_over_lm_broyden_per_verified_image") \
+            or rec.get("scipy_over_lm_broyden_per_verified_image")
+        broyden = "" if not qb else (f"; with `broyden=True` {rng(qb, unit='×')}, verified "
+                                     f"{rec['lm_broyden']['success_rate']:.0%}")
         rows.append([f"LM ≥ 20× faster than SciPy `trf` per verified image, equal or better "
                      f"success, {model_label(secs[key])} (p=0.9){against}",
-                     f"{rng(q, unit='×')}; verified LM {lm_ok:.0%}, SciPy {sp_ok:.0%}",
+                     f"{rng(q, unit='×')}; verified LM {lm_ok:.0%}, SciPy {sp_ok:.0%}{broyden}",
                      "met" if good else "missed"])
     for key in FORWARD_KEYS:
         sec = secs.get(key)

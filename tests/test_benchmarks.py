@@ -303,3 +303,32 @@ def test_lm_variants_times_the_generalized_method_without_scipy(tmp_path, monkey
     table = (tmp_path / f"{stem}.md").read_text()
     assert table.startswith("# The generalized method")
     assert "SciPy ÷" not in table and "ceiling" not in table
+
+
+def test_forward_report_sets_lm_with_broyden_beside_the_default_and_judges_the_default():
+    report = bench_module("report")
+
+    def s(v):
+        return {"median": v, "min": v, "max": v, "values": [v]}
+
+    lm = {"success_rate": 1.0, "seconds_per_image": s(0.2), "seconds_per_verified_image": s(0.2)}
+    rec = {"lm": lm, "lm_broyden": {**lm, "seconds_per_verified_image": s(0.1)},
+           "scipy": {"n": 2, "success_rate": 1.0, "seconds_per_image": s(2.2),
+                     "seconds_per_verified_image": s(2.2), "seconds_per_iteration": s(0.3)},
+           "scipy_over_lm_per_image": s(11.0), "scipy_over_lm_per_verified_image": s(11.0),
+           "scipy_over_lm_broyden_per_verified_image": s(22.0)}
+    it = {"batch": 20, "lm_seconds_per_iteration": s(0.4), "forward_plus_vjp_seconds": s(0.6),
+          "ratio": s(0.7), "jacobians_per_iteration": s(0.7), "overhead": s(1.0)}
+    sec = {"model": "vit_tiny", "classes": 10, "n_per_class": 2, "dtype": "float32",
+           "max_iter": 30, "targets": {"p=0.9": rec}, "per_iteration": it}
+    lines = report.forward_lines({"forward_vit_tiny": sec}, ("forward_vit_tiny",))
+    (row,) = [line for line in lines if line.startswith("| ViT-tiny | p=0.9")]
+    assert row.endswith("| 11.0× | 11.0× | 100%, 0.1 s | 22.0× |")
+    (target,) = [r for r in report.target_lines({"sections": {"forward_vit_tiny": sec}})
+                 if "ViT-tiny" in r and "20×" in r]
+    assert "11.0×" in target and "with `broyden=True` 22.0×" in target
+    assert target.endswith("| missed |")       # judged on the default LM
+    old = {k: v for k, v in rec.items() if "broyden" not in k}     # results from before
+    lines = report.forward_lines({"forward_vit_tiny": {**sec, "targets": {"p=0.9": old}}},
+                                 ("forward_vit_tiny",))
+    assert [line for line in lines if line.startswith("| ViT-tiny")][0].endswith("| — | — |")
