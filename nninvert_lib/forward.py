@@ -358,8 +358,9 @@ class LMOptions:
             (the iteration's own and each chord step) by Broyden's rank-one
             update ``J ← J + (Δr − J s) sᵀ / (sᵀ s)``, so that the chord steps
             use a Jacobian that maps the last step to the change of the
-            residual it caused. A forward pass per step, no VJP; the next
-            iteration starts from a freshly computed Jacobian.
+            residual it caused. The update evaluates no model (the chord steps
+            still cost a forward pass each); the next iteration starts from a
+            freshly computed Jacobian.
         patience: a sample has stalled after this many rejected steps in a row,
             or when ``‖r‖`` fell by less than ``min_progress`` (relative) over its
             last ``patience`` steps.
@@ -431,11 +432,11 @@ def _broyden(jac: torch.Tensor, gram: torch.Tensor, rows: torch.Tensor, s: torch
     that maps ``s`` to ``Δr``; ``gram[rows]`` becomes the new ``JJᵀ``."""
     j = jac.index_select(0, rows)
     ss = (s * s).sum(dim=1)
-    keep = ss > 0
-    if not bool(keep.any()):
+    if not bool((ss > 0).any()):
         return
-    u = (dr - (j @ s[:, :, None])[:, :, 0]) / torch.where(keep, ss, torch.ones_like(ss))[:, None]
-    j = j + u[:, :, None] * s[:, None, :] * keep[:, None, None].to(j.dtype)
+    # a zero step leaves its row as it is: u s^T = 0 (u kept finite by dividing by 1)
+    u = (dr - (j @ s[:, :, None])[:, :, 0]) / torch.where(ss > 0, ss, torch.ones_like(ss))[:, None]
+    j = j + u[:, :, None] * s[:, None, :]
     jac[rows] = j
     gram[rows] = j @ j.mT
 
