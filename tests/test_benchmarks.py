@@ -2,6 +2,7 @@
 ``make bench``, not in the tests)."""
 from __future__ import annotations
 
+import copy
 import importlib
 import math
 import subprocess
@@ -245,6 +246,28 @@ def test_leaky_growth_writes_one_row_per_class(tmp_path):
     table = (tmp_path / f"{out['date']}-{out['host']}-leaky-growth-depth4.md").read_text()
     assert table.count("\n| 1 |") == 1 and f"smallest on `layers[{top}:]`" in table
 
+
+
+def test_leaky_multistart_search_reaches_exact_preimages_on_a_shallow_net(tmp_path):
+    multi = bench_module("leaky_multistart")
+    net, _ = multi.leaky_network(0.01, 0.75, 2)
+    target = nni.target_distribution(4, 0.9)
+    x, res = multi.centred_residual_search(net, target, starts=8, steps=300, lr=0.05,
+                                           scale=10.0)
+    assert x.shape == (8, net[1].in_features) and res.shape == (8,)
+    with torch.no_grad():
+        z = copy.deepcopy(net).double()(x)
+    goal = torch.log(target.double())
+    centred = (z - z.mean(1, keepdim=True)) - (goal - goal.mean())
+    assert torch.allclose(centred.norm(dim=1), res)     # the residual it reports is x's
+    assert res.min() < 0.5       # close on a shallow net (constant logits: 4.2); LM ends it
+    out = multi.main(["--depth", "2", "--classes", "4", "--starts", "8", "--steps", "300",
+                      "--scale", "10", "--compare", "--out", str(tmp_path)])
+    (row,) = out["rows"]
+    assert row["class"] == 4 and row["verified"] >= 1 and row["back_pass_inv"]["verified"]
+    assert 0 < row["smallest_verified_input"] and row["smallest_residual"] == float(res.min())
+    table = (tmp_path / f"{out['date']}-{out['host']}-leaky-multistart-depth2.md").read_text()
+    assert table.count("\n| 4 |") == 1 and "of 8" in table
 
 def _softmax_at_random_images(model, classes, device):
     """Stands in for ``forward_section.model_targets`` (no MNIST): the model's softmax
