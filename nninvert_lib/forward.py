@@ -107,6 +107,40 @@ off by default: the numbers quoted for the defaults (here, in
 :mod:`~nninvert_lib.generalized`, in the book's benchmark pages) were measured
 without it, and it is not yet measured on a GPU.
 
+**Low-precision Jacobians** (``jacobian_dtype=torch.bfloat16``; off by
+default). A step needs a good direction, not an exact Jacobian: with
+``jacobian_dtype`` every Jacobian is computed under :func:`torch.autocast` to
+that dtype (its matrix products in bfloat16), while the residuals, the steps,
+the gain ratio and the stopping test stay in float32, so ``converged`` means
+what it always does. On ViT-tiny the Jacobian is then off by ~0.5% (relative)
+and LM takes as many iterations and Jacobians as in float32. Measured by
+``python benchmarks/lm_variants.py --models vit_tiny --jacobian-dtype bfloat16
+--repeats 5`` (this CPU multiplies in bfloat16: AVX-512 BF16;
+``…-lm-variants-vit_tiny-bfloat16.md``), every image verified in every setting:
+
+=======================================  ===================  ==================
+ViT-tiny, s per verified image           p = 0.9              model-produced
+=======================================  ===================  ==================
+``chord=2`` (default)                    0.168                0.245
+``broyden=True``                         0.150                0.216
+``jacobian_dtype=torch.bfloat16``        0.123                0.178
+both                                     0.112 (5.1× SciPy)   0.160 (4.2×)
+=======================================  ===================  ==================
+
+One Jacobian costs 18.0 instead of 30.5 ms per image (batch 20), which raises
+the ceiling of the ratio to SciPy (one Jacobian per image and nothing else)
+from about 20× to about 35×. On DINOv3-Base (``--models dinov3_base --n 1
+--repeats 3 --kinds model-produced --jacobian-dtype bfloat16``) a Jacobian
+costs 242 instead of 460 ms per image, and the time per verified image falls
+from 1.46 s (default) to 0.975 s, and to 0.769 s with ``broyden=True`` too
+(7.9× SciPy instead of 4.0×). On FCNN-6, whose Jacobian costs little more
+than a forward pass, it gains nothing: 6.6 instead of 5.6 ms per verified
+image on p = 0.9, 3.4 instead of 3.7 ms on model-produced targets
+(``--models fcnn6 --jacobian-dtype bfloat16 --repeats 5``).
+It stays off by default: on hardware without bfloat16 arithmetic autocast
+emulates it and can be slower, and float64 work is left alone by autocast (so
+the option is refused there).
+
 **Damping.** From a random start the first two or three steps on FCNN-6 are
 rejected (``μ₀ = 10⁻³ · max diag(JJᵀ)`` is too small there); a rejected step
 costs a forward pass, not a Jacobian. Measured alternatives (same run,
@@ -201,6 +235,8 @@ from .result import (DEFAULT_ATOL, InversionResult, call_model, check_logits, ch
 RESIDUALS: tuple[str, ...] = ("logit", "prob", "logprob", "wlogit")
 METHODS: tuple[str, ...] = ("lm", "scipy")
 JACOBIANS: tuple[str, ...] = ("auto", "vmap", "loop")
+#: ``jacobian_dtype`` values: the working dtype (None) or an autocast dtype
+JACOBIAN_DTYPES: tuple = (None, torch.bfloat16, torch.float16)
 #: restarts per stalled sample in :func:`forward_pass_inv` (within the same max_iter budget)
 DEFAULT_RESTARTS = 2
 #: extra steps per Jacobian by default (the modified LM of Fan, 2012; see :class:`LMOptions`).
@@ -283,16 +319,32 @@ class _Evaluator:
     """
 
     def __init__(self, fn: Callable[[torch.Tensor], torch.Tensor], mode: str,
-                 chunk_size: int | None):
+                 chunk_size: int | None, jacobian_dtype: torch.dtype | None = None):
         self.fn = fn
         self.mode = mode
         self.chunk_size = chunk_size
+        self.jacobian_dtype = jacobian_dtype
         self.n_forward = 0
         self.n_vjp = 0          # batched VJPs (each of m rows)
         self.fallback: str | None = None
 
     def __call__(self, x: torch.Tensor):
-        """Forward pass; returns ``(z, handle)`` for :meth:`rows`."""
+        """Forward pass; returns ``(z, handle)`` for :meth:`rows`. With a
+        ``jacobian_dtype``, ``z`` comes from a forward pass of its own in the
+        working dtype and the handle from :meth:`handle` (two forward passes)."""
+        if self.jacobian_dtype is not None:
+            return self.value(x), self.handle(x)
+        return self._forward(x)
+
+    def handle(self, x: torch.Tensor):
+        """The forward pass that keeps what :meth:`rows` needs, its output unused;
+        under autocast to ``jacobian_dtype`` when one is set."""
+        if self.jacobian_dtype is None:
+            return self._forward(x)[1]
+        with torch.autocast(x.device.type, dtype=self.jacobian_dtype):
+            return self._forward(x)[1]
+
+    def _forward(self, x: torch.Tensor):
         self.n_forward += 1
         if self.mode == "loop":
             xg = x.detach().requires_grad_(True)
@@ -309,13 +361,21 @@ class _Evaluator:
             return self.fn(x)
 
     def rows(self, handle, g: torch.Tensor, x: torch.Tensor | None = None) -> torch.Tensor:
-        """``J = G ∂z/∂x``: ``(b, m, d)`` from cotangents ``g`` ``(b, m, K)``."""
+        """``J = G ∂z/∂x``: ``(b, m, d)`` from cotangents ``g`` ``(b, m, K)``, in
+        ``g``'s dtype (computed under autocast when ``jacobian_dtype`` is set)."""
+        if self.jacobian_dtype is None:
+            return self._rows(handle, g, x)
+        with torch.autocast(g.device.type, dtype=self.jacobian_dtype):
+            return self._rows(handle, g, x).to(g.dtype)
+
+    def _rows(self, handle, g: torch.Tensor, x: torch.Tensor | None = None) -> torch.Tensor:
         self.n_vjp += 1
         if self.mode == "loop":
             xg, z = handle
             out = []
             for j in range(g.shape[1]):
-                (row,) = torch.autograd.grad(z, xg, g[:, j], retain_graph=j < g.shape[1] - 1)
+                (row,) = torch.autograd.grad(z, xg, g[:, j].to(z.dtype),
+                                             retain_graph=j < g.shape[1] - 1)
                 out.append(row)
             return torch.stack(out, dim=1)
         try:
@@ -329,7 +389,7 @@ class _Evaluator:
             self.fallback = f"{exc.__class__.__name__}: {str(exc)[:200]}"
             self.n_forward -= 1
             self.n_vjp -= 1
-            return self.rows(self(x)[1], g)
+            return self._rows(self.handle(x), g)
 
 
 # --------------------------------------------------------------------------- LM core
@@ -361,6 +421,15 @@ class LMOptions:
             residual it caused. The update evaluates no model (the chord steps
             still cost a forward pass each); the next iteration starts from a
             freshly computed Jacobian.
+        jacobian_dtype: ``torch.bfloat16`` or ``torch.float16``: compute every
+            Jacobian under :func:`torch.autocast` to that dtype (matrix
+            products in low precision), while the residuals, the steps and the
+            stopping test stay in the working dtype, which must be float32
+            (autocast leaves float64 alone). The Jacobian is then off by ~0.5%
+            (relative; ViT-tiny), as a reused one is anyway. Only worth it
+            where the hardware multiplies in that dtype (a CPU with AVX-512
+            BF16 or AMX, a GPU); elsewhere it can be slower. None (default): the
+            working dtype.
         patience: a sample has stalled after this many rejected steps in a row,
             or when ``‖r‖`` fell by less than ``min_progress`` (relative) over its
             last ``patience`` steps.
@@ -380,6 +449,7 @@ class LMOptions:
     restarts: int = 0
     chord: int = 0
     broyden: bool = False
+    jacobian_dtype: torch.dtype | None = None
     patience: int = 8
     min_progress: float = 0.01
     history: bool = True
@@ -512,7 +582,7 @@ def lm_solve(fn: Callable[[torch.Tensor], torch.Tensor], x0: torch.Tensor, resid
         sample, the start's included), ``reasons`` (list of str), ``mu`` and the
         histories (``(n, max_iter + 1)``, NaN after a sample stopped).
     """
-    ev = _Evaluator(fn, jacobian, chunk_size)
+    ev = _Evaluator(fn, jacobian, chunk_size, opts.jacobian_dtype)
     n = x0.shape[0]
     dev, dt = x0.device, x0.dtype
     every = torch.arange(n, device=dev)
@@ -629,7 +699,10 @@ def lm_solve(fn: Callable[[torch.Tensor], torch.Tensor], x0: torch.Tensor, resid
             if bool(need.any()):
                 sub = idx[need]
                 x_sub = x.index_select(0, sub)
-                z_sub, h_sub = ev(x_sub)
+                if opts.jacobian_dtype is None:
+                    z_sub, h_sub = ev(x_sub)
+                else:        # the output at x_sub is known: one (low-precision) pass
+                    z_sub, h_sub = z.index_select(0, sub), ev.handle(x_sub)
                 r_sub, g_sub = residual(z_sub, sub)
                 set_jacobian(sub, ev.rows(h_sub, g_sub, x_sub))
                 del h_sub
@@ -845,7 +918,8 @@ def _scipy_solve(fn, x0: torch.Tensor, residual, opts: LMOptions, jacobian: str,
 
 
 def _check_options(max_iter, atol, tol, tau, max_step, bounds, restarts, chord, patience,
-                   min_progress, residual, method, jacobian, dtype, broyden=False) -> None:
+                   min_progress, residual, method, jacobian, dtype, broyden=False,
+                   jacobian_dtype=None) -> None:
     if not isinstance(max_iter, int) or isinstance(max_iter, bool) or max_iter < 0:
         raise InversionError(f"max_iter must be an int >= 0, got {max_iter!r}")
     for name, v in (("atol", atol), ("tau", tau)):
@@ -882,6 +956,23 @@ def _check_options(max_iter, atol, tol, tau, max_step, bounds, restarts, chord, 
         raise InversionError(f"jacobian must be one of {JACOBIANS}, got {jacobian!r}")
     if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
         raise InversionError(f"dtype must be a floating torch.dtype or None, got {dtype!r}")
+    if jacobian_dtype not in JACOBIAN_DTYPES:
+        raise InversionError(f"jacobian_dtype must be one of {JACOBIAN_DTYPES}, got "
+                             f"{jacobian_dtype!r}")
+    if jacobian_dtype is not None and method != "lm":
+        raise InversionError(f"jacobian_dtype is an option of the batched LM (method='lm'); "
+                             f"the {method!r} reference computes its Jacobian in the working "
+                             f"dtype")
+
+
+def _check_jacobian_dtype(jacobian_dtype: torch.dtype | None, work: torch.dtype) -> None:
+    """Autocast lowers float32 operations only: refuse a low-precision Jacobian of a
+    model worked on in another dtype rather than silently computing it in that one."""
+    if jacobian_dtype is not None and work != torch.float32:
+        raise InversionError(f"jacobian_dtype={jacobian_dtype} computes the Jacobian under "
+                             f"autocast, which lowers float32 operations only, but the "
+                             f"working dtype is {work}; pass dtype=torch.float32 or drop "
+                             f"jacobian_dtype")
 
 
 def _uniform_draw(generator: torch.Generator, shape: tuple[int, ...],
@@ -901,7 +992,8 @@ def levenberg_marquardt(model: nn.Module, x0: torch.Tensor, target: torch.Tensor
                         tau: float = 1e-3, max_step: float | None = None,
                         bounds: tuple[float, float] | None = None, restarts: int = 0,
                         chord: int = DEFAULT_CHORD, broyden: bool = False,
-                        patience: int = 8, min_progress: float = 0.01, seed: int | None = None,
+                        jacobian_dtype: torch.dtype | None = None, patience: int = 8,
+                        min_progress: float = 0.01, seed: int | None = None,
                         generator: torch.Generator | None = None,
                         init_range: tuple[float, float] = (0.0, 1.0),
                         dtype: torch.dtype | None = None, jacobian: str = "auto",
@@ -937,6 +1029,10 @@ def levenberg_marquardt(model: nn.Module, x0: torch.Tensor, target: torch.Tensor
         broyden: before each chord step, correct the Jacobian by Broyden's
             rank-one update from the step just taken (see :class:`LMOptions`);
             needs ``chord >= 1``. Default False.
+        jacobian_dtype: ``torch.bfloat16`` or ``torch.float16``: compute the
+            Jacobians under autocast to that dtype (see :class:`LMOptions`);
+            the working dtype must be float32. ``method="lm"`` only. None
+            (default): in the working dtype.
         patience, min_progress: a sample has stalled after ``patience``
             rejected steps in a row, or when ``‖r‖`` fell by less than the
             fraction ``min_progress`` over its last ``patience`` steps.
@@ -990,7 +1086,7 @@ def levenberg_marquardt(model: nn.Module, x0: torch.Tensor, target: torch.Tensor
             that returns probabilities (:func:`~nninvert_lib.result.check_logits`).
     """
     _check_options(max_iter, atol, tol, tau, max_step, bounds, restarts, chord, patience,
-                   min_progress, residual, method, jacobian, dtype, broyden)
+                   min_progress, residual, method, jacobian, dtype, broyden, jacobian_dtype)
     if record_inputs and method != "lm":
         raise InversionError(f"record_inputs=True needs method='lm' (the SciPy path does not "
                              f"expose its iterates), got method={method!r}")
@@ -1009,6 +1105,7 @@ def levenberg_marquardt(model: nn.Module, x0: torch.Tensor, target: torch.Tensor
     input_shape = tuple(x0.shape[1:])
     m_dtype, device = model_dtype_device(model)
     work = m_dtype if dtype is None else dtype
+    _check_jacobian_dtype(jacobian_dtype, work)
     net, n_fused = inversion_copy(model, work, device)
     n_fast = with_fast_activations(net)
     k = tgt.shape[1]
@@ -1030,6 +1127,7 @@ def levenberg_marquardt(model: nn.Module, x0: torch.Tensor, target: torch.Tensor
     opts = LMOptions(max_iter=max_iter, tol=tol, tau=tau, max_step=max_step,
                      bounds=None if bounds is None else (float(bounds[0]), float(bounds[1])),
                      restarts=restarts, chord=chord, broyden=broyden,
+                     jacobian_dtype=jacobian_dtype,
                      patience=patience, min_progress=float(min_progress),
                      history=history, record_inputs=bool(record_inputs), progress=progress)
     if generator is None:
@@ -1069,8 +1167,9 @@ def levenberg_marquardt(model: nn.Module, x0: torch.Tensor, target: torch.Tensor
     probs, converged = verify(model, inputs, target64, atol)
     info.update(method=method, residual=residual, max_iter=max_iter, atol=atol, tol=tol,
                 tau=tau, max_step=max_step, bounds=opts.bounds, restarts_allowed=restarts,
-                chord=chord, broyden=broyden, patience=patience,
-                min_progress=min_progress, dtype=str(work),
+                chord=chord, broyden=broyden,
+                jacobian_dtype=None if jacobian_dtype is None else str(jacobian_dtype),
+                patience=patience, min_progress=min_progress, dtype=str(work),
                 row_space_dim=None if basis is None else int(basis.shape[0]),
                 device=str(device), seconds=seconds,
                 fused_attn_disabled=n_fused, fast_activations=n_fast,
@@ -1098,7 +1197,7 @@ def _merge(parts: list[dict], n: int, max_iter: int) -> dict:
 
 
 _FORWARD_OPTIONS = ("atol", "residual", "method", "tol", "tau", "max_step", "bounds", "restarts",
-                    "chord", "broyden", "patience", "min_progress", "generator", "init_range", "dtype",
+                    "chord", "broyden", "jacobian_dtype", "patience", "min_progress", "generator", "init_range", "dtype",
                     "jacobian", "chunk_size", "batch_size", "history", "record_inputs",
                     "progress", "row_space", "warm_start")
 

@@ -105,8 +105,9 @@ import torch
 from torch import nn
 
 from .errors import InversionError
-from .forward import (DEFAULT_CHORD, LMOptions, ProbabilityResidual, _check_options, _merge,
-                      _uniform_draw, inversion_copy, lm_solve, model_dtype_device)
+from .forward import (DEFAULT_CHORD, LMOptions, ProbabilityResidual, _check_jacobian_dtype,
+                      _check_options, _merge, _uniform_draw, inversion_copy, lm_solve,
+                      model_dtype_device)
 from .linear import thresholded_pinv
 from .modelcopy import with_fast_activations
 from .result import DEFAULT_ATOL, InversionResult, check_target, verify
@@ -436,7 +437,7 @@ class EmbeddingResidual:
 
 
 _GEN_OPTIONS = ("atol", "tol", "tau", "max_step", "bounds", "restarts", "chord", "broyden",
-                "patience", "min_progress", "init_range", "dtype", "jacobian", "chunk_size", "batch_size",
+                "jacobian_dtype", "patience", "min_progress", "init_range", "dtype", "jacobian", "chunk_size", "batch_size",
                 "history", "progress", "anchor", "embedding_rank", "null_weight", "polish",
                 "warm_start")
 
@@ -516,8 +517,9 @@ def generalized_inv(model: nn.Module, target: torch.Tensor | Sequence, n_samples
     jacobian = options.pop("jacobian", "auto")
     chord = options.pop("chord", DEFAULT_CHORD)
     broyden = options.pop("broyden", False)
+    jacobian_dtype = options.pop("jacobian_dtype", None)
     _check_options(max_iter, atol, tol, tau, max_step, bounds, restarts, chord, patience,
-                   min_progress, "logit", "lm", jacobian, dtype, broyden)
+                   min_progress, "logit", "lm", jacobian, dtype, broyden, jacobian_dtype)
     tol = atol / 2 if tol is None else tol
 
     head = invert_head(model, max_cond)
@@ -540,6 +542,7 @@ def generalized_inv(model: nn.Module, target: torch.Tensor | Sequence, n_samples
 
     m_dtype, device = model_dtype_device(model)
     work = m_dtype if dtype is None else dtype
+    _check_jacobian_dtype(jacobian_dtype, work)
     net, n_fused = inversion_copy(model, work, device)
     n_fast = with_fast_activations(net)
     fn = backbone_fn(net, tuple(input_shape))
@@ -561,7 +564,8 @@ def generalized_inv(model: nn.Module, target: torch.Tensor | Sequence, n_samples
     basis = embedding_residual_basis(head, rank, null_weight, gen)
     opts = LMOptions(max_iter=max_iter, tol=tol, tau=tau, max_step=max_step,
                      bounds=None if bounds is None else box, restarts=restarts, chord=chord,
-                     broyden=broyden, patience=patience, min_progress=float(min_progress),
+                     broyden=broyden, jacobian_dtype=jacobian_dtype,
+                     patience=patience, min_progress=float(min_progress),
                      history=options.pop("history", True),
                      progress=options.pop("progress", False))
     chunk_size = options.pop("chunk_size", None)
@@ -615,6 +619,7 @@ def generalized_inv(model: nn.Module, target: torch.Tensor | Sequence, n_samples
                 null_dim=head.null_basis.shape[1], max_iter=max_iter, atol=atol, tol=tol,
                 tau=tau, max_step=max_step, bounds=opts.bounds, restarts_allowed=restarts,
                 chord=chord, broyden=broyden,
+                jacobian_dtype=None if jacobian_dtype is None else str(jacobian_dtype),
                 dtype=str(work), device=str(device), seconds=seconds,
                 fused_attn_disabled=n_fused, fast_activations=n_fast, n_samples=n_samples,
                 input_shape=tuple(input_shape), **warm_info)

@@ -151,6 +151,7 @@ def test_invert_counts_the_requested_class_even_when_it_is_not_the_likeliest(fre
     (["--max-iter", "0", "--method", "forward"], "--max-iter must be >= 1"),
     (["--max-iter", "5", "--method", "back-paper"], "runs no LM"),
     (["--broyden"], "--broyden updates LM's Jacobian between chord steps"),
+    (["--jacobian-dtype", "bfloat16"], "--jacobian-dtype sets the precision of LM's Jacobians"),
 ])
 def test_invert_reports_invalid_settings_without_a_traceback(argv, message, fresh_cache,
                                                              capsys):
@@ -183,7 +184,7 @@ def test_invert_passes_atol_and_max_iter_to_the_method(method, module, name, key
             "--no-progress"]
     assert cli.main(argv) == 0
     assert seen["atol"] == 0.2 and seen[key] == 2
-    assert "broyden" not in seen
+    assert "broyden" not in seen and "jacobian_dtype" not in seen
     assert "verified (atol 0.2)" in capsys.readouterr().out
     saved = torch.load(out, weights_only=True)
     assert saved["atol"] == 0.2
@@ -205,6 +206,25 @@ def test_invert_broyden_reaches_the_forward_method(fresh_cache, monkeypatch, cap
             "--n", "2", "--p", "0.5", "--broyden", "--no-progress"]
     assert cli.main(argv) == 0
     assert seen["broyden"] is True
+    assert "verified" in capsys.readouterr().out
+
+
+def test_invert_jacobian_dtype_reaches_the_forward_method(fresh_cache, monkeypatch, capsys):
+    import torch
+
+    from nninvert_lib import forward
+
+    real, seen = forward.forward_pass_inv, {}
+
+    def spy(*args, **kwargs):
+        seen.update(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(forward, "forward_pass_inv", spy)
+    argv = ["invert", "fcnn1", "--profile", "smoke", "--method", "forward", "--classes", "2",
+            "--n", "2", "--p", "0.5", "--jacobian-dtype", "bfloat16", "--no-progress"]
+    assert cli.main(argv) == 0
+    assert seen["jacobian_dtype"] is torch.bfloat16
     assert "verified" in capsys.readouterr().out
 
 

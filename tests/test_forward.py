@@ -319,6 +319,51 @@ def test_broyden_chord_steps_converge_with_fewer_jacobians(selu_fcnn):
         forward_pass_inv(selu_fcnn, target, input_shape=SHAPE, broyden=1)
 
 
+def test_jacobian_under_autocast_is_close_to_the_full_one_and_in_the_working_dtype():
+    """The evaluator's Jacobian with jacobian_dtype: computed in low precision (so not
+    equal to the float32 one), returned in float32, and within ~1% of it."""
+    from nninvert_lib.forward import _Evaluator
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(64, 256), torch.nn.SELU(), torch.nn.Linear(256, 10))
+    x = torch.rand(5, 64)
+    g = torch.eye(10)[:9].expand(5, 9, 10)
+    full = _Evaluator(net, "vmap", None)
+    j32 = full.rows(full(x)[1], g)
+    for mode in ("vmap", "loop"):
+        low = _Evaluator(net, mode, None, torch.bfloat16)
+        z, handle = low(x)
+        assert z.dtype == torch.float32 and torch.equal(z, net(x).detach())
+        j16 = low.rows(handle, g)
+        assert j16.dtype == torch.float32 and j16.shape == (5, 9, 64)
+        rel = float((j16 - j32).detach().norm() / j32.detach().norm())
+        assert 1e-5 < rel < 2e-2, rel
+        assert low.n_forward == 2 and low.n_vjp == 1     # z of its own, and the handle
+
+
+def test_jacobian_dtype_converges_and_is_verified_in_full_precision(selu_fcnn):
+    target = target_distribution(list(range(10)), 0.9)
+    kw = dict(n_samples=2, seed=0, input_shape=SHAPE)
+    res = forward_pass_inv(selu_fcnn, target, jacobian_dtype=torch.bfloat16, **kw)
+    plain = forward_pass_inv(selu_fcnn, target, **kw)
+    assert res.converged.all(), res.info["reasons"]
+    assert res.info["jacobian_dtype"] == "torch.bfloat16" and plain.info["jacobian_dtype"] is None
+    probs, ok = verify(selu_fcnn, res.inputs, res.target)
+    assert ok.all() and torch.equal(probs, res.probs)
+    assert not torch.equal(res.inputs, plain.inputs)        # the steps did change
+    again = forward_pass_inv(selu_fcnn, target, jacobian_dtype=torch.bfloat16, **kw)
+    assert torch.equal(res.inputs, again.inputs)
+
+
+@pytest.mark.parametrize("bad, match", [
+    (dict(jacobian_dtype=torch.float64), "jacobian_dtype must be one of"),
+    (dict(jacobian_dtype="bfloat16"), "jacobian_dtype must be one of"),
+    (dict(jacobian_dtype=torch.bfloat16, dtype=torch.float64), "lowers float32 operations"),
+    (dict(jacobian_dtype=torch.bfloat16, method="scipy"), "batched LM"),
+])
+def test_jacobian_dtype_refuses_what_autocast_would_not_do(selu_fcnn, bad, match):
+    with pytest.raises(InversionError, match=match):
+        forward_pass_inv(selu_fcnn, target_distribution(1, 0.9), input_shape=SHAPE, **bad)
+
 def test_jacobians_per_sample_count_the_start_and_each_accepted_step(selu_fcnn):
     """Plain LM computes a Jacobian at the start and after each accepted step that
     did not finish the sample, so a converged sample has as many as accepted steps."""

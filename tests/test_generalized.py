@@ -86,6 +86,14 @@ def test_generalized_inv_takes_broyden_chord_steps(tiny_vit):
     assert (res.info["jacobians"] >= 1).all()
 
 
+def test_generalized_inv_takes_low_precision_jacobians(tiny_vit):
+    target = _reachable_target(tiny_vit, n=2)
+    res = generalized_inv(tiny_vit, target, n_samples=2, seed=0, embedding_rank=32,
+                          jacobian_dtype=torch.bfloat16)
+    assert res.converged.all(), res.info["reasons"]
+    assert res.info["jacobian_dtype"] == "torch.bfloat16"
+
+
 def test_generalized_inv_is_deterministic_and_leaves_the_model_untouched(tiny_vit):
     before = copy.deepcopy(tiny_vit.state_dict())
     target = _reachable_target(tiny_vit)
@@ -124,6 +132,7 @@ def test_target_outside_the_norms_image_is_flagged(tiny_vit):
     (dict(colour="red"), "unknown option"),
     (dict(n_samples=0), "n_samples"),
     (dict(broyden=True, chord=0), "chord >= 1"),
+    (dict(jacobian_dtype=torch.bfloat16, dtype=torch.float64), "lowers float32"),
 ])
 def test_invalid_input_raises(tiny_vit, bad, match):
     kwargs = dict(target=target_distribution(1, 0.9))
