@@ -5,7 +5,8 @@ Per model (each in its own process, so that its peak memory is its own):
 * ``forward_pass_inv`` on a batch of targets, at most ``max_iter`` iterations:
   time per image, per verified image, success rate, Jacobians per image; again
   with ``broyden=True`` (Broyden's update of the reused Jacobian between chord
-  steps, off by default), side by side;
+  steps, off by default), and with ``broyden=True`` and Jacobians under autocast
+  to bfloat16 (``jacobian_dtype``, float32 working dtype only), side by side;
 * the same targets with ``method="scipy"`` (``least_squares(method="trf")``
   per image) on a subset, its per-image cost extrapolated;
 * the cost of one LM iteration on the full batch, from runs of the library's
@@ -76,10 +77,14 @@ def run_forward(cfg: dict, name: str, device: str = "cpu") -> dict:
     for kind, rows in kinds.items():
         n = len(rows) * spec["n_per_class"]
         sub = rows[: spec["scipy_subset"]]
-        # lm_broyden: the same LM with Broyden's update of the reused Jacobian
+        # lm_broyden: the same LM with Broyden's update of the reused Jacobian;
+        # lm_bf16: that, with its Jacobians under autocast to bfloat16
         runs = {"lm": (rows, spec["n_per_class"], "lm", None, {}),
-                "lm_broyden": (rows, spec["n_per_class"], "lm", None, {"broyden": True}),
-                "scipy": (sub, sp_per, "scipy", None, {})}
+                "lm_broyden": (rows, spec["n_per_class"], "lm", None, {"broyden": True})}
+        if dtype_name == "float32":
+            runs["lm_bf16"] = (rows, spec["n_per_class"], "lm", None,
+                               {"broyden": True, "jacobian_dtype": torch.bfloat16})
+        runs["scipy"] = (sub, sp_per, "scipy", None, {})
         if one_thread:
             runs["scipy_1_thread"] = (sub, sp_per, "scipy", 1, {})
         raw = {key: {"seconds": [], "verified": [], "iterations": [], "jacobians": []}
@@ -117,17 +122,20 @@ def run_forward(cfg: dict, name: str, device: str = "cpu") -> dict:
         rec["scipy_over_lm_per_verified_image"] = ratio_summary(
             rec["scipy"]["seconds_per_verified_image"]["values"],
             rec["lm"]["seconds_per_verified_image"]["values"])
-        rec["scipy_over_lm_broyden_per_verified_image"] = ratio_summary(
-            rec["scipy"]["seconds_per_verified_image"]["values"],
-            rec["lm_broyden"]["seconds_per_verified_image"]["values"])
+        variants = [v for v in ("lm_broyden", "lm_bf16") if v in runs]
+        for v in variants:
+            rec[f"scipy_over_{v}_per_verified_image"] = ratio_summary(
+                rec["scipy"]["seconds_per_verified_image"]["values"],
+                rec[v]["seconds_per_verified_image"]["values"])
         if one_thread:   # per repeat, SciPy's faster thread setting
             best = [min(a, b) for a, b in zip(rec["scipy"]["seconds_per_verified_image"]["values"],
                                               rec["scipy_1_thread"]["seconds_per_verified_image"]
                                               ["values"])]
             rec["scipy_best_over_lm_per_verified_image"] = ratio_summary(
                 best, rec["lm"]["seconds_per_verified_image"]["values"])
-            rec["scipy_best_over_lm_broyden_per_verified_image"] = ratio_summary(
-                best, rec["lm_broyden"]["seconds_per_verified_image"]["values"])
+            for v in variants:
+                rec[f"scipy_best_over_{v}_per_verified_image"] = ratio_summary(
+                    best, rec[v]["seconds_per_verified_image"]["values"])
         out["targets"][kind] = rec
         log(f"  forward {name} {kind}: LM {rec['lm']['success_rate']:.0%} verified, "
             f"{rec['lm']['seconds_per_image']['median']:.3g} s/image; SciPy "

@@ -25,6 +25,11 @@ image over that Jacobian's time per image is the *ceiling*: the largest ratio
 LM could reach on this machine if it computed a single Jacobian per image and
 nothing else.
 
+``--jacobian-dtype bfloat16`` adds two settings whose Jacobians are computed
+under autocast to that dtype (``jacobian_dtype``; the residuals and steps stay
+float32), with and without Broyden's update, and times one such Jacobian per
+image too, for the ceiling it would set.
+
 ``--method generalized`` times :func:`nninvert_lib.generalized_inv` with the
 same settings instead (its residual has ``embedding_rank`` = 32 rows, so its
 Jacobians cost more than ForwardPassInv's; no SciPy, no ceiling).
@@ -33,6 +38,7 @@ Jacobians cost more than ForwardPassInv's; no SciPy, no ceiling).
     python benchmarks/lm_variants.py --models vit_tiny --n 20
     python benchmarks/lm_variants.py --models dinov3_base --n 1 --repeats 1 --kinds model-produced
     python benchmarks/lm_variants.py --models vit_tiny --method generalized
+    python benchmarks/lm_variants.py --models vit_tiny --jacobian-dtype bfloat16
 
 Writes ``benchmarks/results/<date>-<host>-lm-variants.{json,md}`` (or ``--out``);
 with other ``--models`` than the default, their names end the file name
@@ -69,10 +75,19 @@ SETTINGS: dict[str, dict] = {
 }
 
 
+def low_precision_settings(dtype: str) -> dict[str, dict]:
+    """The settings ``--jacobian-dtype`` adds: chord 2 with Jacobians under autocast to
+    ``dtype`` (a name in ``torch``), with and without Broyden's update."""
+    return {f"chord 2, {dtype} Jacobians": {"jacobian_dtype": dtype},
+            f"chord 2 + Broyden, {dtype} Jacobians": {"broyden": True, "jacobian_dtype": dtype}}
+
+
 def _run(model, targets, n: int, seed: int, generalized: bool = False, **options) -> dict:
     """One timed ``forward_pass_inv`` (or ``generalized_inv``) call."""
     t = time.perf_counter()
     invert = nni.generalized_inv if generalized else nni.forward_pass_inv
+    if isinstance(options.get("jacobian_dtype"), str):      # names in the JSON, dtypes here
+        options = {**options, "jacobian_dtype": getattr(torch, options["jacobian_dtype"])}
     res = invert(model, targets, n_samples=n, seed=seed, **options)
     seconds = time.perf_counter() - t
     verified = int(res.converged.sum())
@@ -85,9 +100,14 @@ def _run(model, targets, n: int, seed: int, generalized: bool = False, **options
 
 
 def measure(name: str, n: int, repeats: int, scipy_subset: int,
-            kinds: tuple[str, ...] = KINDS, generalized: bool = False) -> dict:
-    """Every setting on every kind of target, ``repeats`` times; SciPy and the
-    ceiling only for ForwardPassInv (``generalized=False``)."""
+            kinds: tuple[str, ...] = KINDS, generalized: bool = False,
+            settings: dict[str, dict] | None = None, jacobian_dtype: str | None = None
+            ) -> dict:
+    """Every setting (default :data:`SETTINGS`) on every kind of target, ``repeats``
+    times; SciPy and the ceiling only for ForwardPassInv (``generalized=False``),
+    and the ceiling with Jacobians under autocast to ``jacobian_dtype`` too when
+    given."""
+    settings = SETTINGS if settings is None else settings
     model, card = nni.load_model(name, "quick", train=True, progress=False)
     classes = list(range(10))
     made = {"p=0.9": lambda: nni.target_distribution(classes, 0.9),
@@ -96,22 +116,28 @@ def measure(name: str, n: int, repeats: int, scipy_subset: int,
     nni.forward_pass_inv(model, next(iter(kinds.values()))[:1], seed=0, max_iter=2)  # warm up
     out = {"val_accuracy": card.get("val_accuracy"), "batch": 10 * n, "kinds": {}}
     per_image: list[float] = []
+    per_image_low: list[float] = []
     if not generalized:     # one Jacobian of LM's own working copy, for the ceiling
         net = inversion_copy(model)[0]
         with_fast_activations(net)
         x = torch.rand(10 * n, 784, generator=torch.Generator().manual_seed(0))
         jacobian = forward_and_vjp(net, x, rows=9, input_shape=INPUT_SHAPE)["both"]
     for kind, targets in kinds.items():
-        runs: dict[str, list[dict]] = {s: [] for s in SETTINGS}
+        runs: dict[str, list[dict]] = {s: [] for s in settings}
         if not generalized:
             runs["scipy"] = []
         for rep in range(repeats):
-            for setting, options in SETTINGS.items():
+            for setting, options in settings.items():
                 runs[setting].append(_run(model, targets, n, rep, generalized, **options))
             if generalized:
                 continue
             runs["scipy"].append(_run(model, targets[:scipy_subset], 1, rep, method="scipy"))
             per_image.append(per_call(jacobian, min_seconds=0.2, max_calls=50) / (10 * n))
+            if jacobian_dtype is not None:
+                def low() -> object:
+                    with torch.autocast("cpu", dtype=getattr(torch, jacobian_dtype)):
+                        return jacobian()
+                per_image_low.append(per_call(low, min_seconds=0.2, max_calls=50) / (10 * n))
             print(name, kind, rep, {s: round(r[-1]["seconds_per_verified"], 4)
                                     for s, r in runs.items()}, flush=True)
         rec = {}
@@ -129,9 +155,14 @@ def measure(name: str, n: int, repeats: int, scipy_subset: int,
         if not generalized:
             scipy = [r["seconds_per_verified"] for r in runs["scipy"]]
             rec["scipy"]["ceiling"] = ratio_summary(scipy, per_image[-repeats:])
+            if per_image_low:
+                rec["scipy"]["ceiling_low_precision"] = ratio_summary(
+                    scipy, per_image_low[-repeats:])
         out["kinds"][kind] = rec
     if not generalized:
         out["jacobian_seconds_per_image"] = summary(per_image)
+        if per_image_low:
+            out["low_precision_jacobian_seconds_per_image"] = summary(per_image_low)
     return out
 
 
@@ -139,7 +170,9 @@ def markdown(out: dict) -> str:
     names = ", ".join(DISPLAY[m] for m in out["models"])
     generalized = out.get("method") == "generalized"
     method = "The generalized method" if generalized else "ForwardPassInv"
-    lines = [f"# {method} with Broyden's update between chord steps: {names} "
+    low = out.get("jacobian_dtype")
+    what = "Broyden's update between chord steps" + (f" and {low} Jacobians" if low else "")
+    lines = [f"# {method} with {what}: {names} "
              f"({out['date']}, {out['host']})", "",
              f"torch {out['torch']}, NumPy {out['numpy']}, SciPy {out['scipy']}, "
              f"{out['threads']} thread(s); `quick` models, targets c = 0..9 × {out['n']} "
@@ -168,13 +201,16 @@ def markdown(out: dict) -> str:
                                                       scale=1e3, unit=" ms"), kind,
              rng(r["scipy"]["seconds_per_verified"], unit=" s"),
              rng(r["scipy"]["ceiling"], unit="×")]
+            + ([rng(rec["low_precision_jacobian_seconds_per_image"], scale=1e3, unit=" ms"),
+                rng(r["scipy"]["ceiling_low_precision"], unit="×")] if low else [])
             for name, rec in out["models"].items() for kind, r in rec["kinds"].items()]
     lines += ["One Jacobian (a forward pass and a 9-row batched VJP on the whole batch), per "
               "image, and the ceiling it sets: SciPy's time per verified image over it, the "
               "largest ratio LM could reach here with one Jacobian per image and nothing else.",
               ""]
     lines += table(["model", "batch", "one Jacobian per image", "target",
-                    "SciPy s per verified image", "ceiling"], rows)
+                    "SciPy s per verified image", "ceiling"]
+                   + ([f"one {low} Jacobian per image", "its ceiling"] if low else []), rows)
     lines.append(f"Total runtime {num(out['seconds'] / 60)} min.")
     return "\n".join(lines) + "\n"
 
@@ -189,18 +225,26 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--n", type=int, default=2, help="samples per class")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--scipy-subset", type=int, default=2)
+    ap.add_argument("--jacobian-dtype", choices=["bfloat16", "float16"], default=None,
+                    help="also run the settings with Jacobians under autocast to this dtype")
     ap.add_argument("--out", type=Path, default=HERE / "results")
     args = ap.parse_args(argv)
+    settings = dict(SETTINGS)
+    if args.jacobian_dtype:
+        settings.update(low_precision_settings(args.jacobian_dtype))
     t = time.perf_counter()
     out = {**run_header(), "n": args.n, "repeats": args.repeats,
-           "scipy_subset": args.scipy_subset, "settings": SETTINGS, "method": args.method,
+           "scipy_subset": args.scipy_subset, "settings": settings, "method": args.method,
+           "jacobian_dtype": args.jacobian_dtype,
            "models": {m: measure(m, args.n, args.repeats, args.scipy_subset,
-                                 tuple(args.kinds), args.method == "generalized")
+                                 tuple(args.kinds), args.method == "generalized", settings,
+                                 args.jacobian_dtype)
                       for m in args.models}}
     out["seconds"] = time.perf_counter() - t
     default = ap.get_default("models")
     name = "lm-variants" + ("" if args.models == default else "-" + "-".join(args.models))
     name += "-generalized" if args.method == "generalized" else ""
+    name += f"-{args.jacobian_dtype}" if args.jacobian_dtype else ""
     write_experiment(args.out, name, out, markdown(out))
     return out
 

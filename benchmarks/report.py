@@ -129,7 +129,7 @@ def forward_lines(secs: dict, keys: tuple[str, ...]) -> list[str]:
             continue
         name = model_label(sec)
         for kind, rec in sec["targets"].items():
-            lm, sp, lb = rec["lm"], rec["scipy"], rec.get("lm_broyden")
+            lm, sp, lb, lf = rec["lm"], rec["scipy"], rec.get("lm_broyden"), rec.get("lm_bf16")
             rows.append([
                 name, kind, f"{sec['classes']} × {sec['n_per_class']}", sec["dtype"],
                 str(sec["max_iter"]), pct(lm["success_rate"]),
@@ -140,7 +140,10 @@ def forward_lines(secs: dict, keys: tuple[str, ...]) -> list[str]:
                 rng(rec["scipy_over_lm_per_verified_image"], unit="×"),
                 "—" if not lb else
                 f"{pct(lb['success_rate'])}, {rng(lb['seconds_per_verified_image'], unit=' s')}",
-                rng(rec.get("scipy_over_lm_broyden_per_verified_image"), unit="×")])
+                rng(rec.get("scipy_over_lm_broyden_per_verified_image"), unit="×"),
+                "—" if not lf else
+                f"{pct(lf['success_rate'])}, {rng(lf['seconds_per_verified_image'], unit=' s')}",
+                rng(rec.get("scipy_over_lm_bf16_per_verified_image"), unit="×")])
         it = sec["per_iteration"]
         sp_iter = sec["targets"]["p=0.9"]["scipy"].get("seconds_per_iteration")
         it_rows.append([name, str(it["batch"]), sec["dtype"],
@@ -154,7 +157,9 @@ def forward_lines(secs: dict, keys: tuple[str, ...]) -> list[str]:
                    "LM s/image", "LM s/verified image", "SciPy subset: verified",
                    "SciPy s/image", "SciPy ÷ LM per image", "SciPy ÷ LM per verified image",
                    "LM + Broyden: verified, s/verified image",
-                   "SciPy ÷ LM + Broyden per verified image"], rows)
+                   "SciPy ÷ LM + Broyden per verified image",
+                   "LM + Broyden, bfloat16 Jacobians: verified, s/verified image",
+                   "SciPy ÷ LM + Broyden, bfloat16 Jacobians per verified image"], rows)
     lines += [
         "LM is `forward_pass_inv` (batched minimum-norm Levenberg–Marquardt, default "
         "options: residual `logit`, 2 restarts within the iteration budget), random starts "
@@ -167,7 +172,10 @@ def forward_lines(secs: dict, keys: tuple[str, ...]) -> list[str]:
         "the model's own softmax on the first validation digit of each class (reachable by "
         "construction). The ViTs are the `quick` profile's (patch 7, trained briefly). "
         "*LM + Broyden* is the same LM call with `broyden=True` (Broyden's update of the "
-        "reused Jacobian between chord steps; off by default), side by side. "
+        "reused Jacobian between chord steps; off by default), side by side; *bfloat16 "
+        "Jacobians* adds `jacobian_dtype=torch.bfloat16` to it (every Jacobian computed "
+        "under `torch.autocast` to bfloat16, residuals and steps in float32; off by "
+        "default; fast only where the hardware multiplies in bfloat16). "
         "*2 threads*: the same FCNN-6 measurement in a "
         "process with two torch/BLAS threads, for LM and SciPy alike (the batched LM's "
         "matrix products use both cores; SciPy's one-image products are too small to), "
@@ -293,6 +301,11 @@ def target_lines(results: dict) -> list[str]:
             or rec.get("scipy_over_lm_broyden_per_verified_image")
         broyden = "" if not qb else (f"; with `broyden=True` {rng(qb, unit='×')}, verified "
                                      f"{rec['lm_broyden']['success_rate']:.0%}")
+        qf = rec.get("scipy_best_over_lm_bf16_per_verified_image") \
+            or rec.get("scipy_over_lm_bf16_per_verified_image")
+        if qf:
+            broyden += (f"; and bfloat16 Jacobians {rng(qf, unit='×')}, verified "
+                        f"{rec['lm_bf16']['success_rate']:.0%}")
         rows.append([f"LM ≥ 20× faster than SciPy `trf` per verified image, equal or better "
                      f"success, {model_label(secs[key])} (p=0.9){against}",
                      f"{rng(q, unit='×')}; verified LM {lm_ok:.0%}, SciPy {sp_ok:.0%}{broyden}",

@@ -309,6 +309,17 @@ def test_lm_variants_counts_jacobians_and_sets_scipy_beside_each_setting(tmp_pat
     one = lm.main(["--models", "fcnn6", "--n", "1", "--repeats", "1", "--scipy-subset", "1",
                    "--kinds", "model-produced", "--out", str(tmp_path)])
     assert list(one["models"]["fcnn6"]["kinds"]) == ["model-produced"]
+    low = lm.main(["--models", "fcnn6", "--n", "1", "--repeats", "1", "--scipy-subset", "1",
+                   "--kinds", "p=0.9", "--jacobian-dtype", "bfloat16", "--out", str(tmp_path)])
+    rec = low["models"]["fcnn6"]
+    added = lm.low_precision_settings("bfloat16")
+    assert set(rec["kinds"]["p=0.9"]) == {*lm.SETTINGS, *added, "scipy"}
+    for setting in added:
+        assert rec["kinds"]["p=0.9"][setting]["jacobians"]["median"] >= 1
+    assert rec["kinds"]["p=0.9"]["scipy"]["ceiling_low_precision"]["median"] > 0
+    assert rec["low_precision_jacobian_seconds_per_image"]["min"] > 0
+    table = (tmp_path / f"{low['date']}-{low['host']}-lm-variants-fcnn6-bfloat16.md").read_text()
+    assert "one bfloat16 Jacobian per image" in table and "chord 2, bfloat16 Jacobians" in table
 
 
 def test_lm_variants_times_the_generalized_method_without_scipy(tmp_path, monkeypatch, tiny_vit):
@@ -346,12 +357,23 @@ def test_forward_report_sets_lm_with_broyden_beside_the_default_and_judges_the_d
            "max_iter": 30, "targets": {"p=0.9": rec}, "per_iteration": it}
     lines = report.forward_lines({"forward_vit_tiny": sec}, ("forward_vit_tiny",))
     (row,) = [line for line in lines if line.startswith("| ViT-tiny | p=0.9")]
-    assert row.endswith("| 11.0× | 11.0× | 100%, 0.1 s | 22.0× |")
+    assert row.endswith("| 11.0× | 11.0× | 100%, 0.1 s | 22.0× | — | — |")
     (target,) = [r for r in report.target_lines({"sections": {"forward_vit_tiny": sec}})
                  if "ViT-tiny" in r and "20×" in r]
     assert "11.0×" in target and "with `broyden=True` 22.0×" in target
+    assert "bfloat16" not in target
     assert target.endswith("| missed |")       # judged on the default LM
+    fast = {**rec, "lm_bf16": {**lm, "seconds_per_verified_image": s(0.05)},
+            "scipy_over_lm_bf16_per_verified_image": s(44.0)}
+    sec_fast = {**sec, "targets": {"p=0.9": fast}}
+    lines = report.forward_lines({"forward_vit_tiny": sec_fast}, ("forward_vit_tiny",))
+    (row,) = [line for line in lines if line.startswith("| ViT-tiny | p=0.9")]
+    assert row.endswith("| 100%, 0.1 s | 22.0× | 100%, 0.05 s | 44.0× |")
+    (target,) = [r for r in report.target_lines({"sections": {"forward_vit_tiny": sec_fast}})
+                 if "ViT-tiny" in r and "20×" in r]
+    assert "and bfloat16 Jacobians 44.0×" in target and target.endswith("| missed |")
     old = {k: v for k, v in rec.items() if "broyden" not in k}     # results from before
     lines = report.forward_lines({"forward_vit_tiny": {**sec, "targets": {"p=0.9": old}}},
                                  ("forward_vit_tiny",))
-    assert [line for line in lines if line.startswith("| ViT-tiny")][0].endswith("| — | — |")
+    assert [line for line in lines if line.startswith("| ViT-tiny")][0].endswith(
+        "| — | — | — | — |")
