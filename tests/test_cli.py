@@ -192,24 +192,12 @@ def test_invert_passes_atol_and_max_iter_to_the_method(method, module, name, key
     assert torch.equal(ok, saved["converged"])
 
 
-def test_invert_broyden_reaches_the_forward_method(fresh_cache, monkeypatch, capsys):
-    from nninvert_lib import forward
-
-    real, seen = forward.forward_pass_inv, {}
-
-    def spy(*args, **kwargs):
-        seen.update(kwargs)
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(forward, "forward_pass_inv", spy)
-    argv = ["invert", "fcnn1", "--profile", "smoke", "--method", "forward", "--classes", "2",
-            "--n", "2", "--p", "0.5", "--broyden", "--no-progress"]
-    assert cli.main(argv) == 0
-    assert seen["broyden"] is True
-    assert "verified" in capsys.readouterr().out
-
-
-def test_invert_jacobian_dtype_reaches_the_forward_method(fresh_cache, monkeypatch, capsys):
+@pytest.mark.parametrize("flags, key, value", [
+    (["--broyden"], "broyden", True),
+    (["--jacobian-dtype", "bfloat16"], "jacobian_dtype", "bfloat16"),
+])
+def test_invert_lm_flags_reach_the_forward_method(flags, key, value, fresh_cache, monkeypatch,
+                                                  capsys):
     import torch
 
     from nninvert_lib import forward
@@ -222,9 +210,9 @@ def test_invert_jacobian_dtype_reaches_the_forward_method(fresh_cache, monkeypat
 
     monkeypatch.setattr(forward, "forward_pass_inv", spy)
     argv = ["invert", "fcnn1", "--profile", "smoke", "--method", "forward", "--classes", "2",
-            "--n", "2", "--p", "0.5", "--jacobian-dtype", "bfloat16", "--no-progress"]
+            "--n", "2", "--p", "0.5", *flags, "--no-progress"]
     assert cli.main(argv) == 0
-    assert seen["jacobian_dtype"] is torch.bfloat16
+    assert seen[key] is (getattr(torch, value) if isinstance(value, str) else value)
     assert "verified" in capsys.readouterr().out
 
 
