@@ -1,4 +1,4 @@
-"""Are there smaller preimages than the pattern walk's? Many local searches, on a deep LeakyReLU net.
+"""Are there smaller preimages than the pattern walk's? Local searches on deep LeakyReLU nets.
 
 On ``leaky_depth.py``'s random narrowing LeakyReLU networks BackPassInv's
 pattern walk (:mod:`nninvert_lib.pattern_walk`) finds preimages whose largest

@@ -129,7 +129,8 @@ def forward_lines(secs: dict, keys: tuple[str, ...]) -> list[str]:
             continue
         name = model_label(sec)
         for kind, rec in sec["targets"].items():
-            lm, sp, lb, lf = rec["lm"], rec["scipy"], rec.get("lm_broyden"), rec.get("lm_bf16")
+            lm, sp = rec["lm"], rec["scipy"]
+            lb, lf = rec.get("lm_broyden"), rec.get("lm_bf16")
             rows.append([
                 name, kind, f"{sec['classes']} × {sec['n_per_class']}", sec["dtype"],
                 str(sec["max_iter"]), pct(lm["success_rate"]),

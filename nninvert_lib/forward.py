@@ -1197,9 +1197,9 @@ def _merge(parts: list[dict], n: int, max_iter: int) -> dict:
 
 
 _FORWARD_OPTIONS = ("atol", "residual", "method", "tol", "tau", "max_step", "bounds", "restarts",
-                    "chord", "broyden", "jacobian_dtype", "patience", "min_progress", "generator", "init_range", "dtype",
-                    "jacobian", "chunk_size", "batch_size", "history", "record_inputs",
-                    "progress", "row_space", "warm_start")
+                    "chord", "broyden", "jacobian_dtype", "patience", "min_progress",
+                    "generator", "init_range", "dtype", "jacobian", "chunk_size", "batch_size",
+                    "history", "record_inputs", "progress", "row_space", "warm_start")
 
 
 def forward_pass_inv(model: nn.Module, target: torch.Tensor | Sequence, n_samples: int = 1,

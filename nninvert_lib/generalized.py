@@ -437,9 +437,9 @@ class EmbeddingResidual:
 
 
 _GEN_OPTIONS = ("atol", "tol", "tau", "max_step", "bounds", "restarts", "chord", "broyden",
-                "jacobian_dtype", "patience", "min_progress", "init_range", "dtype", "jacobian", "chunk_size", "batch_size",
-                "history", "progress", "anchor", "embedding_rank", "null_weight", "polish",
-                "warm_start")
+                "jacobian_dtype", "patience", "min_progress", "init_range", "dtype", "jacobian",
+                "chunk_size", "batch_size", "history", "progress", "anchor", "embedding_rank",
+                "null_weight", "polish", "warm_start")
 
 
 def generalized_inv(model: nn.Module, target: torch.Tensor | Sequence, n_samples: int = 1,
