@@ -79,6 +79,18 @@ def test_forward_pass_inv_on_a_cuda_vit():
     assert model.blocks[0].attn.fused_attn == timm.layers.use_fused_attn()  # model untouched
 
 
+@pytest.mark.parametrize("low", [torch.bfloat16, torch.float16])
+def test_forward_pass_inv_with_low_precision_jacobians_on_a_cuda_vit(low):
+    model = _tiny_vit().cuda()
+    x = torch.rand(3, 1, 28, 28, generator=torch.Generator().manual_seed(1)).cuda()
+    with torch.no_grad():
+        target = torch.softmax(model(x).double(), dim=-1).cpu()
+    res = _twice(lambda: nni.forward_pass_inv(model, target, n_samples=1, seed=0,
+                                               jacobian_dtype=low, broyden=True))
+    assert res.inputs.is_cuda and res.inputs.dtype == torch.float32 and res.converged.all()
+    assert res.info["jacobian_dtype"] == str(low)
+
+
 def test_generalized_inv_on_a_cuda_vit():
     model = _tiny_vit()
     target = nni.target_distribution([1, 5], 0.3)
