@@ -702,10 +702,8 @@ def lm_solve(fn: Callable[[torch.Tensor], torch.Tensor], x0: torch.Tensor, resid
             if bool(need.any()):
                 sub = idx[need]
                 x_sub = x.index_select(0, sub)
-                if opts.jacobian_dtype is None:
-                    z_sub, h_sub = ev(x_sub)
-                else:        # the output at x_sub is known: one (low-precision) pass
-                    z_sub, h_sub = z.index_select(0, sub), ev.handle(x_sub)
+                # the output at x_sub is known: only the pass the VJPs need
+                z_sub, h_sub = z.index_select(0, sub), ev.handle(x_sub)
                 r_sub, g_sub = residual(z_sub, sub)
                 set_jacobian(sub, ev.rows(h_sub, g_sub, x_sub))
                 del h_sub
