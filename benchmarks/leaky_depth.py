@@ -106,6 +106,11 @@ from report import run_header, write_experiment
 HERE = Path(__file__).resolve().parent
 
 
+def input_width(net: torch.nn.Module) -> int:
+    """The input width of ``net``: its first ``nn.Linear``'s ``in_features``."""
+    return next(m for m in net.modules() if isinstance(m, torch.nn.Linear)).in_features
+
+
 def narrowing_widths(depth: int, ratio: float, out: int = 10) -> tuple[int, ...]:
     """``depth + 1`` widths ending at ``out``, each ``ratio`` times the one before it."""
     widths = [out]
@@ -143,7 +148,7 @@ def slope_continuation(net: torch.nn.Module, target: torch.Tensor, slope: float,
     none did)."""
     work = copy.deepcopy(net).double()
     leaky = [m for m in work.modules() if isinstance(m, torch.nn.LeakyReLU)]
-    width = next(m for m in work.modules() if isinstance(m, torch.nn.Linear)).in_features
+    width = input_width(work)
     x = torch.zeros(len(target), width, dtype=torch.float64)
     first_fail = stages + 1
     for k in range(stages + 1):
@@ -320,7 +325,7 @@ def direction_spread(net: torch.nn.Module, n: int = 1000,
     ``confident``, how many give their winning class probability ≥ 0.9; and
     ``confident_classes``, how many classes those confident inputs reach."""
     work = copy.deepcopy(net).double()
-    width = next(m for m in work.modules() if isinstance(m, torch.nn.Linear)).in_features
+    width = input_width(work)
     gen = torch.Generator().manual_seed(seed)
     x = torch.randn(n, width, generator=gen, dtype=torch.float64)
     out = []

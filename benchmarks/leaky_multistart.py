@@ -51,7 +51,7 @@ import torch
 import nninvert_lib as nni
 from nninvert_lib.forward import levenberg_marquardt
 
-from leaky_depth import leaky_network, network_arguments
+from leaky_depth import input_width, leaky_network, network_arguments
 from report import run_header, write_experiment
 
 
@@ -67,7 +67,7 @@ def centred_residual_search(net: torch.nn.Module, target: torch.Tensor, starts: 
     points ``(starts, in)`` (float64) and their residual norms ``(starts,)``.
     """
     work = copy.deepcopy(net).double().requires_grad_(False)
-    width = next(m for m in work.modules() if isinstance(m, torch.nn.Linear)).in_features
+    width = input_width(work)
     goal = torch.log(target.double())
     goal = goal - goal.mean()
     gen = torch.Generator().manual_seed(seed)

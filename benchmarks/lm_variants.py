@@ -122,6 +122,10 @@ def measure(name: str, n: int, repeats: int, scipy_subset: int,
         with_fast_activations(net)
         x = torch.rand(10 * n, 784, generator=torch.Generator().manual_seed(0))
         jacobian = forward_and_vjp(net, x, rows=9, input_shape=INPUT_SHAPE)["both"]
+
+        def low_jacobian() -> object:
+            with torch.autocast("cpu", dtype=getattr(torch, jacobian_dtype)):
+                return jacobian()
     for kind, targets in kinds.items():
         runs: dict[str, list[dict]] = {s: [] for s in settings}
         if not generalized:
@@ -134,10 +138,8 @@ def measure(name: str, n: int, repeats: int, scipy_subset: int,
             runs["scipy"].append(_run(model, targets[:scipy_subset], 1, rep, method="scipy"))
             per_image.append(per_call(jacobian, min_seconds=0.2, max_calls=50) / (10 * n))
             if jacobian_dtype is not None:
-                def low() -> object:
-                    with torch.autocast("cpu", dtype=getattr(torch, jacobian_dtype)):
-                        return jacobian()
-                per_image_low.append(per_call(low, min_seconds=0.2, max_calls=50) / (10 * n))
+                per_image_low.append(per_call(low_jacobian, min_seconds=0.2, max_calls=50)
+                                     / (10 * n))
             print(name, kind, rep, {s: round(r[-1]["seconds_per_verified"], 4)
                                     for s, r in runs.items()}, flush=True)
         rec = {}
