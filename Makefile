@@ -25,7 +25,7 @@ help:
 	@echo "make book    build the book (PROFILE=$(PROFILE); models are trained or loaded first)"
 	@echo "make test    run every test"
 	@echo "make train   train or load the five models (PROFILE=$(PROFILE))"
-	@echo "make bench   run the benchmarks (about 8 min on 2 cores); results in benchmarks/results/"
+	@echo "make bench   run the benchmarks (about 6 min on 2 cores); results in benchmarks/results/"
 	@echo "make vendor-js  fetch MathJax and the widget scripts with npm, so the book works offline"
 	@echo "make assignments  student versions of notebooks/assignments (solutions removed) in _build/assignments/student/"
 	@echo "make clean   remove the built book and test outputs (keeps .venv and model cache)"

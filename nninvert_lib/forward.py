@@ -766,8 +766,9 @@ def lm_solve(fn: Callable[[torch.Tensor], torch.Tensor], x0: torch.Tensor, resid
         active[idx[stop]] = False
         it += 1
         if bar is not None:
+            bar.set_postfix(active=int(active.sum()), converged=reasons.count("converged"),
+                            refresh=False)      # shown by update, at most every 0.1 s
             bar.update(1)
-            bar.set_postfix(active=int(active.sum()), converged=reasons.count("converged"))
     if bar is not None:
         bar.close()
     x_final = full(every)

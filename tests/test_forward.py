@@ -7,6 +7,7 @@ not repeated here.
 from __future__ import annotations
 
 import copy
+import time
 
 import pytest
 import torch
@@ -255,6 +256,20 @@ def test_batch_size_and_progress_options(selu_fcnn):
     b = forward_pass_inv(selu_fcnn, target, n_samples=2, seed=0, input_shape=SHAPE,
                          dtype=torch.float64, batch_size=3, progress=True)
     assert torch.allclose(a.inputs, b.inputs, atol=1e-6) and b.converged.all()
+
+
+def test_progress_bar_ends_on_the_final_counts_and_redraws_at_most_every_tenth_second(
+        selu_fcnn, capsys):
+    t = time.perf_counter()
+    res = forward_pass_inv(selu_fcnn, target_distribution([0, 1], 0.9), n_samples=2, seed=0,
+                           input_shape=SHAPE, progress=True, chord=0, tau=1e3)  # ~14 steps
+    seconds = time.perf_counter() - t
+    shown = [line for line in capsys.readouterr().err.replace("\n", "\r").split("\r")
+             if line.startswith("LM")]
+    assert res.converged.all() and "active=0" in shown[-1] and "converged=4" in shown[-1]
+    # the first and the final drawing, and at most one per 0.1 s between (not one per step)
+    assert int(res.info["iterations"].min()) >= 10
+    assert len(shown) <= 3 + seconds / 0.1, shown
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
