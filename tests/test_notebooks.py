@@ -416,6 +416,11 @@ def _execute(path: Path, out: Path):
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=_id)
 def test_notebook_runs_under_smoke_profile(path, tmp_path, sliced_channel_polls):
     nb = _execute(path, tmp_path / path.name)
+    # the published page shows no Python warnings (deprecations of pandas, Matplotlib, ...)
+    shown = [line for c in nb.cells for o in c.get("outputs", [])
+             if o.get("output_type") == "stream" and o.get("name") == "stderr"
+             for line in "".join(o.get("text", "")).splitlines() if "Warning: " in line]
+    assert not shown, shown
     check = CHECKS.get(path.name)
     assert check is not None, f"add the key results of {_id(path)} to CHECKS"
     check(glued(nb))
