@@ -9,7 +9,8 @@ the same count in bfloat16), times the products of the shapes the model
 multiplies (and a 2048-cube) to find the machine's peak rate ``P`` in float32
 and in bfloat16 (one thread, the best rate of those shapes), and times one
 Jacobian per image as LM computes it (batch ``10 · n``) beside them:
-*efficiency* is ``F / P`` over that time.
+*efficiency* is ``F / P`` over that time (for SciPy: over its time per Jacobian
+evaluated, everything else it does included).
 
 LM's time per verified image is at least its Jacobians per image, ``J``, times
 ``F / P``. SciPy's time per verified image (``method="scipy"``, one image at a
@@ -192,7 +193,8 @@ def markdown(out: dict) -> str:
         rows.append([DISPLAY[name], rec["kind"], "SciPy `trf` (one image at a time)",
                      f"{sum(s['verified'])} / {s['images'] * len(s['verified'])}",
                      rng(s["jacobians"]), rng(s["seconds_per_verified"], unit=" s"), "—",
-                     f"efficiency {rng(rec['scipy_efficiency'], scale=100, unit='%')}"])
+                     f"{rng(rec['scipy_efficiency'], scale=100, unit='%')} (F / P over its "
+                     "time per Jacobian, all its work included)"])
         for setting, r in rec["summary"].items():
             rows.append([DISPLAY[name], rec["kind"], f"LM, {setting}",
                          f"{sum(r['verified'])} / {r['images'] * len(r['verified'])}",
