@@ -379,19 +379,22 @@ def test_forward_report_sets_lm_with_broyden_beside_the_default_and_judges_the_d
         "| — | — | — | — |")
 
 
-def test_jacobian_peak_counts_a_jacobians_products_and_bounds_lm_by_the_peak(tmp_path,
-                                                                             monkeypatch):
+def test_jacobian_peak_counts_a_jacobians_products_and_bounds_lm_by_the_peak(
+        tmp_path, monkeypatch, tiny_vit):
     jp = bench_module("jacobian_peak")
+    roofline = bench_module("roofline")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         net = nni.make_fcnn([784, 32, 10], activation="selu")
-    monkeypatch.setattr(jp.nni, "load_model", lambda *a, **k: (net, {"val_accuracy": 0.5}))
-    out = jp.main(["--models", "dinov3_base", "--n", "1", "--repeats", "2", "--scipy-subset", "1",
-                   "--out", str(tmp_path)])
-    rec = out["models"]["dinov3_base"]
-    # a small FCNN stands in for the ViT: a forward pass and nine input VJPs through
-    # 784 -> 32 -> 10, and no weight gradients
-    assert rec["flops_per_jacobian"] == 2 * (784 * 32 + 32 * 10) * (1 + 9)
+    jacobian = roofline.forward_and_vjp(net, torch.rand(4, 784), rows=9,
+                                        input_shape=(784,))["both"]
+    # a forward pass and nine input VJPs through 784 -> 32 -> 10, and no weight gradients
+    assert jp.jacobian_flops(jacobian, 4) == 2 * (784 * 32 + 32 * 10) * (1 + 9)
+    monkeypatch.setattr(jp.nni, "load_model", lambda *a, **k: (tiny_vit, {"val_accuracy": 0.5}))
+    monkeypatch.setattr(jp, "model_targets", _softmax_at_random_images)
+    out = jp.main(["--models", "vit_tiny", "--kind", "model-produced", "--n", "1",
+                   "--repeats", "2", "--scipy-subset", "1", "--out", str(tmp_path)])
+    rec = out["models"]["vit_tiny"]
     scipy = [r["seconds_per_verified"] for r in rec["scipy"]]
     for setting, (_, dtype) in jp.SETTINGS.items():
         key = str(dtype).removeprefix("torch.")
@@ -400,11 +403,14 @@ def test_jacobian_peak_counts_a_jacobians_products_and_bounds_lm_by_the_peak(tmp
         assert rec["efficiency"][key]["values"] == pytest.approx(
             [rec["flops_per_jacobian"] / p / s for p, s in zip(peaks, jac)])
         runs = rec["lm"][setting]
-        assert all(r["images"] == 10 and r["jacobians"] >= 1 for r in runs)
+        assert all(r["images"] == 10 and r["verified"] == 10 and r["jacobians"] >= 1
+                   for r in runs)
+        # all of LM's products (its Jacobians and more) at the peak
+        total = rec["lm_flops_per_verified"][setting]
+        assert total > min(r["jacobians"] for r in runs) * rec["flops_per_jacobian"]
         assert rec["summary"][setting]["scipy_over_peak"]["values"] == pytest.approx(
-            [sp / (r["jacobians"] * rec["flops_per_jacobian"] / p)
-             for sp, r, p in zip(scipy, runs, peaks)])
+            [sp / (total / p) for sp, p in zip(scipy, peaks)])
     assert rec["scipy_summary"]["jacobians"]["median"] >= 1
-    table = (tmp_path / f"{out['date']}-{out['host']}-jacobian-peak-dinov3_base.md").read_text()
-    assert table.count("| DINOv3-Base | p=0.9 |") == len(jp.SETTINGS) + 1
+    table = (tmp_path / f"{out['date']}-{out['host']}-jacobian-peak.md").read_text()
+    assert table.count("| ViT-tiny | model-produced |") == len(jp.SETTINGS) + 1
     assert "Jacobians per image allowed at 20×" in table
