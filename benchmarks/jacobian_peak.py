@@ -44,7 +44,8 @@ from forward_section import model_targets
 from nninvert_lib.forward import inversion_copy
 from nninvert_lib.modelcopy import with_fast_activations
 from report import DISPLAY, num, rng, run_header, table, write_experiment
-from roofline import forward_and_vjp, per_call
+from lm_variants import timed_inversion
+from roofline import forward_and_vjp, per_call, under_autocast
 from timing import ratio_summary, summary
 
 HERE = Path(__file__).resolve().parent
@@ -124,16 +125,6 @@ def lm_flops(model, targets, n: int, options: dict) -> float:
     return counter.flops / verified if verified else float("inf")
 
 
-def _lm(model, targets, n: int, seed: int, options: dict) -> dict:
-    t = time.perf_counter()
-    res = nni.forward_pass_inv(model, targets, n_samples=n, seed=seed, **options)
-    seconds = time.perf_counter() - t
-    verified = int(res.converged.sum())
-    return {"seconds_per_verified": seconds / verified if verified else float("inf"),
-            "verified": verified, "images": len(res.converged),
-            "jacobians": float(res.info["jacobians"].double().mean())}
-
-
 def measure(name: str, n: int, repeats: int, scipy_subset: int, kind: str) -> dict:
     model, card = nni.load_model(name, "quick", train=True, progress=False)
     classes = list(range(10))
@@ -146,10 +137,7 @@ def measure(name: str, n: int, repeats: int, scipy_subset: int, kind: str) -> di
     x = torch.rand(batch, 784, generator=torch.Generator().manual_seed(0))
     rows = targets.shape[1] - 1
     jacobian = forward_and_vjp(net, x, rows=rows, input_shape=INPUT_SHAPE)["both"]
-
-    def low_jacobian() -> object:
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            return jacobian()
+    low_jacobian = under_autocast(jacobian, torch.bfloat16)
     flops = jacobian_flops(jacobian, batch)
     shapes = model_shapes(net, x, rows)
     rec: dict = {"val_accuracy": card.get("val_accuracy"), "batch": batch, "kind": kind,
@@ -162,15 +150,10 @@ def measure(name: str, n: int, repeats: int, scipy_subset: int, kind: str) -> di
             peaks[dtype].append(peak_rate(shapes, dtype))
             jac_s[dtype].append(per_call(fn, min_seconds=0.3, max_calls=50) / batch)
         for setting, (options, _) in SETTINGS.items():
-            rec["lm"][setting].append(_lm(model, targets, n, rep, options))
-        t = time.perf_counter()
-        sp = nni.forward_pass_inv(model, targets[:scipy_subset], seed=rep, method="scipy")
-        seconds = time.perf_counter() - t
-        done = int(sp.converged.sum())
-        rec["scipy"].append({"seconds_per_verified": seconds / done if done else float("inf"),
-                             "verified": done, "images": scipy_subset,
-                             "jacobians": sum(sp.info["njev"]) / scipy_subset,
-                             "seconds_per_jacobian": seconds / sum(sp.info["njev"])})
+            rec["lm"][setting].append(timed_inversion(model, targets, n, rep, **options))
+        sp = timed_inversion(model, targets[:scipy_subset], 1, rep, method="scipy")
+        rec["scipy"].append({**sp, "jacobians": sp["njev"] / sp["images"],
+                             "seconds_per_jacobian": sp["seconds"] / sp["njev"]})
         print(name, rep, {s: round(r[-1]["seconds_per_verified"], 4)
                           for s, r in rec["lm"].items()},
               "scipy", round(rec["scipy"][-1]["seconds_per_verified"], 3), flush=True)

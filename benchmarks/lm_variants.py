@@ -57,7 +57,7 @@ from forward_section import model_targets
 from nninvert_lib.forward import inversion_copy
 from nninvert_lib.modelcopy import with_fast_activations
 from report import DISPLAY, num, rng, run_header, table, write_experiment
-from roofline import forward_and_vjp, per_call
+from roofline import forward_and_vjp, per_call, under_autocast
 from timing import ratio_summary, summary
 
 INPUT_SHAPE = (1, 28, 28)
@@ -82,8 +82,11 @@ def low_precision_settings(dtype: str) -> dict[str, dict]:
             f"chord 2 + Broyden, {dtype} Jacobians": {"broyden": True, "jacobian_dtype": dtype}}
 
 
-def _run(model, targets, n: int, seed: int, generalized: bool = False, **options) -> dict:
-    """One timed ``forward_pass_inv`` (or ``generalized_inv``) call."""
+def timed_inversion(model, targets, n: int, seed: int, generalized: bool = False,
+                    **options) -> dict:
+    """One timed ``forward_pass_inv`` (or ``generalized_inv``) call: seconds, images,
+    verified, seconds per verified image, mean iterations, and the mean Jacobians
+    per image (LM) or the total Jacobian evaluations ``njev`` (SciPy)."""
     t = time.perf_counter()
     invert = nni.generalized_inv if generalized else nni.forward_pass_inv
     if isinstance(options.get("jacobian_dtype"), str):      # names in the JSON, dtypes here
@@ -96,6 +99,8 @@ def _run(model, targets, n: int, seed: int, generalized: bool = False, **options
            "iterations": float(res.info["iterations"].float().mean())}
     if "jacobians" in res.info:
         out["jacobians"] = float(res.info["jacobians"].float().mean())
+    if "njev" in res.info:                                  # SciPy's Jacobian evaluations
+        out["njev"] = sum(res.info["njev"])
     return out
 
 
@@ -122,20 +127,20 @@ def measure(name: str, n: int, repeats: int, scipy_subset: int,
         with_fast_activations(net)
         x = torch.rand(10 * n, 784, generator=torch.Generator().manual_seed(0))
         jacobian = forward_and_vjp(net, x, rows=9, input_shape=INPUT_SHAPE)["both"]
-
-        def low_jacobian() -> object:
-            with torch.autocast("cpu", dtype=getattr(torch, jacobian_dtype)):
-                return jacobian()
+        if jacobian_dtype is not None:
+            low_jacobian = under_autocast(jacobian, getattr(torch, jacobian_dtype))
     for kind, targets in kinds.items():
         runs: dict[str, list[dict]] = {s: [] for s in settings}
         if not generalized:
             runs["scipy"] = []
         for rep in range(repeats):
             for setting, options in settings.items():
-                runs[setting].append(_run(model, targets, n, rep, generalized, **options))
+                runs[setting].append(timed_inversion(model, targets, n, rep, generalized,
+                                                     **options))
             if generalized:
                 continue
-            runs["scipy"].append(_run(model, targets[:scipy_subset], 1, rep, method="scipy"))
+            runs["scipy"].append(timed_inversion(model, targets[:scipy_subset], 1, rep,
+                                                 method="scipy"))
             per_image.append(per_call(jacobian, min_seconds=0.2, max_calls=50) / (10 * n))
             if jacobian_dtype is not None:
                 per_image_low.append(per_call(low_jacobian, min_seconds=0.2, max_calls=50)

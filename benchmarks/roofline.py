@@ -90,3 +90,13 @@ def forward_and_vjp(net: torch.nn.Module, x: torch.Tensor, rows: int,
         return vjp(forward()[1])
 
     return {"forward": forward, "vjp": vjp, "both": both}
+
+
+def under_autocast(fn: Callable[[], object], dtype: torch.dtype,
+                   device: str = "cpu") -> Callable[[], object]:
+    """``fn`` run under :func:`torch.autocast` to ``dtype`` (as LM computes its
+    Jacobians with ``jacobian_dtype``)."""
+    def run() -> object:
+        with torch.autocast(device, dtype=dtype):
+            return fn()
+    return run
