@@ -269,6 +269,27 @@ def test_leaky_multistart_search_reaches_exact_preimages_on_a_shallow_net(tmp_pa
     table = (tmp_path / f"{out['date']}-{out['host']}-leaky-multistart-depth2.md").read_text()
     assert table.count("\n| 4 |") == 1 and "of 8" in table
 
+def test_leaky_multistart_margin_search_stays_in_its_box_and_reports_true_margins(tmp_path):
+    multi = bench_module("leaky_multistart")
+    net, _ = multi.leaky_network(0.01, 0.75, 2)
+    x, m = multi.margin_search(net, 4, starts=4, steps=200, lr=0.05, bound=50.0)
+    assert x.shape == (4, net[1].in_features) and x.abs().max() < 50.0
+    with torch.no_grad():
+        z = copy.deepcopy(net).double()(x)
+    others = torch.cat([z[:, :4], z[:, 5:]], dim=1)
+    assert torch.allclose((z[:, 4:5] - others).min(dim=1).values, m)   # x's own margins
+    assert m.max() > 4.39        # class 4 wins by more than the target's margin
+    out = multi.main(["--depth", "2", "--classes", "4", "--margin-bounds", "0.01,50",
+                      "--margin-starts", "4", "--margin-steps", "200", "--out", str(tmp_path)])
+    (row,) = out["rows"]
+    small, large = row["bounds"]
+    assert small["largest_margin"] < 4.39 < large["largest_margin"]   # 0.01: near x = 0
+    assert large["lm_verified"] >= 1         # on a shallow net LM ends what the search began
+    table = (tmp_path / f"{out['date']}-{out['host']}-leaky-multistart-class-margins-depth2.md"
+             ).read_text()
+    assert f"| {large['largest_margin']:.3g} ({large['lm_verified']} of 4) |" in table
+
+
 def _softmax_at_random_images(model, classes, device):
     """Stands in for ``forward_section.model_targets`` (no MNIST): the model's softmax
     at one random image per class, reachable by construction."""
