@@ -50,7 +50,9 @@ with 1e8 and class 3 by 3e3 with 1e10; from 1e6 on, the margins grow in
 proportion to ``M``. Class 6 wins in none of the searches (its best margin is
 −3e4 at 1e12). LM from those end points verifies none: for most classes
 winning is cheap; matching all nine other probabilities at once is what no
-search here achieves.
+search here achieves. It does not separate depth 12 from depth 10, though: at
+depth 10 four classes (0, 1, 3, 4) win in none of the searches up to 1e12, yet
+the pattern walk verifies every target there.
 
 Writes ``benchmarks/results/<date>-<host>-leaky-multistart-depth<depth>.{json,md}``
 (with ``--margin-bounds``, ``...-leaky-multistart-class-margins-depth<depth>``), or
