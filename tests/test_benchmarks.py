@@ -269,6 +269,7 @@ def test_leaky_multistart_search_reaches_exact_preimages_on_a_shallow_net(tmp_pa
     table = (tmp_path / f"{out['date']}-{out['host']}-leaky-multistart-depth2.md").read_text()
     assert table.count("\n| 4 |") == 1 and "of 8" in table
 
+
 def test_leaky_multistart_margin_search_stays_in_its_box_and_reports_true_margins(tmp_path):
     multi = bench_module("leaky_multistart")
     net, _ = multi.leaky_network(0.01, 0.75, 2)
