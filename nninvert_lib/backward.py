@@ -132,8 +132,9 @@ drops several-fold (FCNN-6 default: ~220 samples/s).
 ``info`` records, per sample, ``stage`` (``"backward"``, ``"walk"``, ``"lm"``,
 ``"anchored"`` or ``"rounded"``), ``retries`` (noise redraws of the backward pass),
 ``anchored_retries``, ``hidden_std`` (the hidden noise scale used),
-``reasons`` (``""`` when verified) and ``paper_reasons`` (why the backward
-pass failed, if it did), plus counts per stage, ``backward_redraws`` (fresh
+``reasons`` (``""`` when verified; for a target whose pattern walk did not verify,
+also how far the walked preimage misses once rounded and in float64 itself) and
+``paper_reasons`` (why the backward pass failed, if it did), plus counts per stage, ``backward_redraws`` (fresh
 backward draws of step 2), ``pattern_walks`` and ``pattern_walks_verified``
 (targets walked in step 3, and how many of those verified), LM iterations and
 timings.
@@ -776,6 +777,8 @@ class _Finisher:
         self.lookahead, self.lookahead_range = lookahead, lookahead_range
         self.redraws = 0
         self.walked = self.walk_verified = 0
+        #: per target row whose walk did not verify: why (see :meth:`walk`)
+        self.walk_notes: dict[int, str] = {}
         self.seconds_round = 0.0
         self.seconds_walk = 0.0
         n = len(t)
@@ -872,7 +875,8 @@ class _Finisher:
         regions). Where it verifies, the target's samples are drawn around it by
         :func:`~nninvert_lib.pattern_walk.region_samples` (random preimages in the
         walked preimage's activation region whose rounding bound stays near its
-        own); those that verify take the target's slots (stage ``"walk"``)."""
+        own); those that verify take the target's slots (stage ``"walk"``).
+        Where it does not verify, ``walk_notes`` records why (:meth:`walk_note`)."""
         need = [r for r, g in good.items() if not g]
         if not need:
             return
@@ -888,6 +892,7 @@ class _Finisher:
         self.walked += len(need)
         for k, r in enumerate(need):
             if not ok[k]:
+                self.walk_notes[r] = self.walk_note(layers, xw[k], exact[k], self.t[first[k]])
                 continue
             rows = self.rows_of[r]
             z = torch.log(self.t[rows[0]].double().cpu()).numpy()
@@ -904,6 +909,28 @@ class _Finisher:
                     good[r].append(j)
             self.walk_verified += 1
         self.seconds_walk += time.perf_counter() - t0
+
+    def walk_note(self, layers: list, rounded: torch.Tensor, exact: torch.Tensor,
+                  t: torch.Tensor) -> str:
+        """Why the walked preimage ``exact`` ``(in,)`` (float64) of the target row
+        ``t`` ``(K,)`` failed: how far ``rounded`` (it, rounded to the model's
+        dtype) misses, and how far ``exact`` itself misses in float64 arithmetic
+        (:func:`~nninvert_lib.pattern_walk.evaluation_error`): from inputs of
+        ~1e17 on, float64 no longer evaluates the network to the tolerance."""
+        xr = rounded[None].to(self.dtype).to(torch.float64)
+        probs = torch.softmax(self.plan.forward_values(xr)[-1], dim=1)[0]
+        miss = float((probs - t).abs().max())
+        exact_np = exact.cpu().numpy()
+        in_float64 = pattern_walk.evaluation_error(
+            layers, exact_np, torch.log(t.double().cpu()).numpy())
+        note = (f"pattern walk: its best preimage (largest input entry "
+                f"{float(abs(exact_np).max()):.2g}) misses by {miss:.3g} once rounded to "
+                f"{str(self.dtype).removeprefix('torch.')}")
+        if in_float64 > self.atol:
+            return note + (f", and by {in_float64:.3g} in float64 arithmetic before any "
+                           "rounding: an input this large is beyond what float64 evaluates")
+        return note + (f", though in float64 it reaches the target (error "
+                       f"{in_float64:.2g}): the rounding spoils it")
 
     def anchored(self, x: torch.Tensor, todo_t: torch.Tensor, anchors_t: torch.Tensor,
                  stage: list[str]) -> list[int]:
@@ -1129,6 +1156,7 @@ def back_pass_inv(model: nn.Module, target: torch.Tensor | Sequence, n_samples: 
     hidden_std = torch.full((n,), float(std), dtype=torch.float64)
     anchored_retries = torch.zeros(n, dtype=torch.long)
     lm_restarts = redraws = walked = walk_verified = 0
+    walk_notes: dict[int, str] = {}
     t_walk = t_round = 0.0
 
     x, in_range, paper_reasons, retries = _paper_pass(
@@ -1147,6 +1175,7 @@ def back_pass_inv(model: nn.Module, target: torch.Tensor | Sequence, n_samples: 
         hidden_std, anchored_retries, lm_info = fin.hidden_std, fin.anchored_retries, fin.lm_info
         lm_restarts, redraws = fin.lm_restarts, fin.redraws
         walked, walk_verified, t_walk = fin.walked, fin.walk_verified, fin.seconds_walk
+        walk_notes = fin.walk_notes
         t_round = fin.seconds_round
         t_lm, t_anchor = fin.seconds_lm, fin.seconds_anchored
 
@@ -1168,6 +1197,9 @@ def back_pass_inv(model: nn.Module, target: torch.Tensor | Sequence, n_samples: 
         else:
             reasons.append(f"{stage[j]}: missed the target by {err[j]:.3g} > atol={atol:g} "
                            f"(backward pass: {paper_reasons[j] or 'in range'})")
+        note = walk_notes.get(int(target_index[j])) if not conv[j] else None
+        if note:
+            reasons[j] += "; " + note
     counts = {k: sum(1 for j in range(n) if stage[j] == k and conv[j])
               for k in ("backward", "walk", "lm", "anchored", "rounded")}
     info = {

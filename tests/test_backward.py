@@ -83,6 +83,25 @@ def test_targets_the_first_draw_misses_get_fresh_backward_draws(monkeypatch):
     assert without.success_rate < 0.95
 
 
+@pytest.mark.parametrize("slope, widths, words", [
+    (1e-12, (24, 18, 13, 10), "beyond what float64 evaluates"),
+    (1e-10, (17, 13, 10), "in float64 it reaches the target"),
+])
+def test_a_failed_pattern_walk_says_how_far_its_preimage_misses_and_why(slope, widths, words):
+    """Tiny slopes make the walked preimages huge: 4.5e25 (float64 itself misses
+    there) and 3.3e10 (exact in float64, spoilt by rounding to float32). The
+    failed sample's reason says so, beside the last stage's own miss."""
+    net = _random_leaky_net(widths, slope=slope, seed=0)
+    res = back_pass_inv(net, target_distribution(0), n_samples=1, seed=1)
+    assert res.info["pattern_walks"] == 1 and res.info["pattern_walks_verified"] == 0
+    assert not res.converged[0]
+    reason = res.info["reasons"][0]
+    assert "pattern walk: its best preimage (largest input entry" in reason
+    assert "once rounded to float32" in reason and words in reason
+    size = float(reason.split("largest input entry ")[1].split(")")[0])
+    assert size > 1e9
+
+
 def test_literal_pass_fails_on_trained_deep_selu_net_and_says_why(trained_selu_net):
     res = back_pass_inv(trained_selu_net, TEN, n_samples=4, seed=0, strategy="paper")
     failed = [r for r, ok in zip(res.info["reasons"], res.converged.tolist()) if not ok]
