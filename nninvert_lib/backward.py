@@ -766,7 +766,8 @@ class _Finisher:
     """The ``"anchored"`` strategy's repair of the samples the literal pass missed."""
 
     def __init__(self, model, plan, t, target_index, shape, dtype, std, atol, max_retries,
-                 lm_max_iter, gen, lookahead: int = 0, lookahead_range: bool = False):
+                 lm_max_iter, gen, lookahead: int = 0, lookahead_range: bool = False,
+                 progress: bool = False):
         self.model, self.plan, self.t, self.target_index = model, plan, t, target_index
         # the samples of each target row, in order, found once (not one scan per row)
         order = torch.argsort(target_index, stable=True)
@@ -775,6 +776,7 @@ class _Finisher:
         self.shape, self.dtype, self.std, self.atol = shape, dtype, std, atol
         self.max_retries, self.lm_max_iter, self.gen = max_retries, lm_max_iter, gen
         self.lookahead, self.lookahead_range = lookahead, lookahead_range
+        self.progress = bool(progress)
         self.redraws = 0
         self.walked = self.walk_verified = 0
         #: per target row whose walk did not verify: why (see :meth:`walk`)
@@ -886,7 +888,8 @@ class _Finisher:
         t0 = time.perf_counter()
         first = torch.stack([self.rows_of[r][0] for r in need])
         xw, _, exact = pattern_walk.walk_preimages(layers, self.t[first], self.dtype,
-                                                   std=self.std, atol=self.atol, gen=self.gen)
+                                                   std=self.std, atol=self.atol, gen=self.gen,
+                                                   progress=self.progress)
         xw = xw.to(x)
         ok = self.verified(xw, self.t[first]).cpu()
         self.walked += len(need)
@@ -1066,7 +1069,7 @@ def back_pass_inv(model: nn.Module, target: torch.Tensor | Sequence, n_samples: 
                   atol: float = DEFAULT_ATOL, max_retries: int = 8, seeds_per_target: int = 4,
                   lookahead: int = 20, lookahead_range: bool = False,
                   lm_max_iter: int = 30, generator: torch.Generator | None = None,
-                  plan: BackPassPlan | None = None) -> InversionResult:
+                  plan: BackPassPlan | None = None, progress: bool = False) -> InversionResult:
     """The paper's BackPassInv: inputs whose softmax output is ``target``.
 
     Inverts softmax, activations and linear layers from the top down, sampling
@@ -1106,6 +1109,8 @@ def back_pass_inv(model: nn.Module, target: torch.Tensor | Sequence, n_samples: 
         lm_max_iter: LM iterations for those seeds and for the fallback.
         generator: use this generator instead of one built from ``seed``.
         plan: a :class:`BackPassPlan` for ``model`` (default: the cached one).
+        progress: show a ``tqdm.auto`` progress bar over the targets the pattern
+            walk runs on (step 3; seconds to minutes each on deep LeakyReLU networks).
 
     Returns:
         :class:`~nninvert_lib.result.InversionResult`: ``inputs``
@@ -1170,7 +1175,7 @@ def back_pass_inv(model: nn.Module, target: torch.Tensor | Sequence, n_samples: 
 
     if strategy == "anchored" and not bool(conv.all()):
         fin = _Finisher(model, plan, t, target_index, shape, dtype, std, atol, max_retries,
-                        lm_max_iter, gen, lookahead, lookahead_range)
+                        lm_max_iter, gen, lookahead, lookahead_range, progress)
         fin.run(x, ~conv.cpu(), stage, seeds_per_target)
         hidden_std, anchored_retries, lm_info = fin.hidden_std, fin.anchored_retries, fin.lm_info
         lm_restarts, redraws = fin.lm_restarts, fin.redraws

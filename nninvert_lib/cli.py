@@ -224,7 +224,7 @@ def _cmd_invert(args: argparse.Namespace) -> int:
                                             "warm_start": args.warm_start}
     else:
         method, options = back_pass_inv, {
-            "std": args.std, "max_cond": args.max_cond,
+            "std": args.std, "max_cond": args.max_cond, "progress": not args.no_progress,
             "strategy": "paper" if args.method == "back-paper" else "anchored"}
     options["atol"] = args.atol
     if args.broyden:

@@ -75,6 +75,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 #: a pre-activation within this fraction of its layer's largest is on a boundary.
 TIGHT: float = 1e-7
@@ -1012,9 +1013,10 @@ def walkable(layers: Sequence[Layer] | None) -> bool:
 
 def walk_preimages(layers: Sequence[Layer], targets: torch.Tensor, dtype: torch.dtype, *,
                    attempts: int = 5, std: float = 0.1, atol: float = 1e-3,
-                   gen: torch.Generator | None = None
+                   gen: torch.Generator | None = None, progress: bool = False
                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """:func:`backward_walk` for each row of ``targets`` ``(n, K)`` probabilities,
+    """:func:`backward_walk` for each row of ``targets`` ``(n, K)`` probabilities
+    (``progress``: a ``tqdm.auto`` bar over the rows),
     walked for inputs rounded to ``dtype`` (the model's) and rounded by
     :func:`round_preimage` (with ``ROUND_RESTARTS``): first without noise,
     then with null-space noise ``std``, up to ``attempts`` walks in all, until
@@ -1038,7 +1040,7 @@ def walk_preimages(layers: Sequence[Layer], targets: torch.Tensor, dtype: torch.
     and :func:`null_samples`)."""
     z = torch.log(targets.double().cpu()).numpy()
     xs, ok, exact = [], [], []
-    for row in z:
+    for row in tqdm(z, desc="pattern walk", unit="target", disable=not progress, leave=False):
         side = None if gen is None else torch.Generator().manual_seed(gen.initial_seed())
         walks = [(std if attempt else 0.0, "size", gen, "min_norm") for attempt in range(attempts)]
         walks.append((0.0, "input_size", side, "min_norm"))   # the last: pre-activations may grow

@@ -102,6 +102,15 @@ def test_a_failed_pattern_walk_says_how_far_its_preimage_misses_and_why(slope, w
     assert size > 1e9
 
 
+def test_progress_shows_a_bar_over_the_targets_the_pattern_walk_runs_on(capsys):
+    net = _random_leaky_net((24, 18, 13, 10), slope=1e-12, seed=0)
+    back_pass_inv(net, target_distribution(0), n_samples=1, seed=1)
+    assert "pattern walk" not in capsys.readouterr().err
+    res = back_pass_inv(net, target_distribution(0), n_samples=1, seed=1, progress=True)
+    assert res.info["pattern_walks"] == 1
+    assert "pattern walk" in capsys.readouterr().err
+
+
 def test_literal_pass_fails_on_trained_deep_selu_net_and_says_why(trained_selu_net):
     res = back_pass_inv(trained_selu_net, TEN, n_samples=4, seed=0, strategy="paper")
     failed = [r for r, ok in zip(res.info["reasons"], res.converged.tolist()) if not ok]

@@ -184,6 +184,7 @@ def test_invert_passes_atol_and_max_iter_to_the_method(method, module, name, key
             "--no-progress"]
     assert cli.main(argv) == 0
     assert seen["atol"] == 0.2 and seen[key] == 2
+    assert seen["progress"] is False                      # --no-progress
     assert "broyden" not in seen and "jacobian_dtype" not in seen
     assert "verified (atol 0.2)" in capsys.readouterr().out
     saved = torch.load(out, weights_only=True)
