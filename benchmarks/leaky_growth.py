@@ -38,6 +38,14 @@ column), while from the minimum-norm start classes 0 and 3 end at 2e18 and
     python benchmarks/leaky_growth.py                  # ten targets, about 14 minutes
     python benchmarks/leaky_growth.py --top walk
     python benchmarks/leaky_growth.py --depth 8
+    python benchmarks/leaky_growth.py --depth 12 --top-patterns 8
+
+``--top-patterns K`` asks whether the walk's size depends on where it starts: it
+walks each target from the ``K`` smallest preimages of the last layer, one per
+activation pattern of the last layer's units
+(:func:`~nninvert_lib.pattern_walk.pattern_minima`;
+``backward_walk(top_input=...)``), and records each walked input's largest entry
+and its error in float64 (``...-leaky-growth-depth<depth>-top-patterns``).
 
 Writes ``benchmarks/results/<date>-<host>-leaky-growth-depth<depth>.{json,md}``
 (or into ``--out``).
@@ -97,6 +105,50 @@ def growth_row(layers: list, c: int, top: str = "min_norm") -> dict:
             "enumeration_seconds": enum_seconds}
 
 
+def top_pattern_row(layers: list, c: int, count: int) -> dict:
+    """One target's walks from ``count`` different starts: the smallest preimages
+    of the last layer on ``count`` of its activation patterns
+    (:func:`~nninvert_lib.pattern_walk.pattern_minima`, every pattern tried, the
+    smallest first), each walked back to the input
+    (``backward_walk(top_input=...)``). Per start: its size on the last layer,
+    the walked input's largest entry and its probability error in float64 before
+    any rounding (:func:`~nninvert_lib.pattern_walk.evaluation_error`)."""
+    t = time.perf_counter()
+    z = torch.log(nni.target_distribution(c, 0.9)).numpy()
+    slope = layers[-2][2] if len(layers) > 1 else None
+    minima = pw.pattern_minima(layers[-1:], z, 100.0, slope)
+    starts = []
+    for size, h in minima[:count]:
+        x = pw.backward_walk(layers, z, dtype=torch.float32, top_input=h)
+        starts.append({"top_size": float(size), "max_abs_input": float(np.abs(x).max()),
+                       "float64_error": pw.evaluation_error(layers, x, z)})
+    return {"class": c, "patterns": len(minima), "starts": starts,
+            "seconds": time.perf_counter() - t}
+
+
+def top_pattern_table(out: dict) -> str:
+    """The Markdown table of a ``--top-patterns`` run (``main``'s JSON)."""
+    lines = [f"Slope {out['slope']}, width ratio {out['ratio']}, depth {out['depth']}: the "
+             f"walk from each of the {out['top_patterns']} smallest preimages of the last "
+             "layer (of the distinct ones over all its activation patterns), back to the "
+             "input. Their sizes on the last layer; the walked inputs' largest entries; "
+             "and how many of the walked inputs hold the target in float64 before any "
+             "rounding (probability error at most 2.5e-4, the margin BackPassInv's walk "
+             "asks before it rounds).", "",
+             "| class | starts (distinct) | size on the last layer | walked input: smallest "
+             "| median | largest | within 2.5e-4 in float64 | seconds |",
+             "|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in out["rows"]:
+        top = [s["top_size"] for s in r["starts"]]
+        ends = sorted(s["max_abs_input"] for s in r["starts"])
+        held = sum(s["float64_error"] <= 2.5e-4 for s in r["starts"])
+        lines.append(f"| {r['class']} | {len(r['starts'])} ({r['patterns']}) | "
+                     f"{min(top):.3g}–{max(top):.3g} | {ends[0]:.2g} | "
+                     f"{float(np.median(ends)):.2g} | {ends[-1]:.2g} | {held} | "
+                     f"{r['seconds']:.0f} |")
+    return "\n".join(lines) + "\n"
+
+
 def table(out: dict) -> str:
     """The Markdown table of a run (``main``'s JSON)."""
     rows = out["rows"]
@@ -125,8 +177,22 @@ def main(argv: list[str] | None = None) -> dict:
     network_arguments(ap, list(range(10)))
     ap.add_argument("--top", choices=pw.TOPS, default="min_norm",
                     help="backward_walk's choice of the last layer's input (default: min_norm)")
+    ap.add_argument("--top-patterns", type=int, default=0, metavar="K",
+                    help="instead: walk from each of the K smallest preimages of the last "
+                         "layer (every activation pattern of its units tried)")
     args = ap.parse_args(argv)
     _, layers = leaky_network(args.slope, args.ratio, args.depth)
+    if args.top_patterns:
+        rows = []
+        for c in args.classes:
+            rows.append(top_pattern_row(layers, c, args.top_patterns))
+            print(rows[-1], flush=True)
+        out = {**run_header(), "slope": args.slope, "ratio": args.ratio,
+               "depth": args.depth, "top_patterns": args.top_patterns,
+               "input_width": layers[0][0].shape[1], "rows": rows}
+        write_experiment(args.out, f"leaky-growth-depth{args.depth}-top-patterns", out,
+                         top_pattern_table(out))
+        return out
     rows = []
     for c in args.classes:
         rows.append(growth_row(layers, c, args.top))

@@ -907,19 +907,21 @@ def pattern_minimum(layers: Sequence[Layer], signs: Sequence[np.ndarray], z: np.
     return None if sol is None else scale * sol[:n]
 
 
-def enumerated_minimum(layers: Sequence[Layer], z: np.ndarray, scale: float,
-                       input_slope: float | None = None) -> tuple[float, np.ndarray]:
-    """The smallest size of any preimage of ``z + k·1`` under ``layers`` (at most
-    ``MAX_UNITS`` hidden units), by :func:`pattern_minimum` on every activation
-    pattern, and that preimage ``(in,)``, corrected by least squares in its
-    region (:func:`_newton`). ``scale``: the size expected. Raises
-    ``ValueError`` beyond ``MAX_UNITS`` units or where no pattern holds a preimage."""
+def pattern_minima(layers: Sequence[Layer], z: np.ndarray, scale: float,
+                   input_slope: float | None = None) -> list[tuple[float, np.ndarray]]:
+    """The smallest preimage of the logits ``z + k·1`` ``(K,)`` on *every*
+    activation pattern of ``layers`` (at most ``MAX_UNITS`` hidden units) that
+    holds one: :func:`pattern_minimum` on each, corrected by least squares in its
+    region (:func:`_newton`). Returns ``[(size, x), ...]`` (``x`` ``(in,)``, size
+    as :func:`_score`'s ``"size"``), smallest first; patterns that differ only in
+    units at 0 give the same point, which is listed once. ``scale``: the size
+    expected. Raises ``ValueError`` beyond ``MAX_UNITS`` units."""
     units = hidden_units(layers)
     if units > MAX_UNITS:
         raise ValueError(f"{units} hidden units: enumerating 2^{units} patterns "
                          f"is too many (at most {MAX_UNITS} units)")
     widths = [w.shape[0] for w, _, slope in layers if slope is not None]
-    best, best_x = np.inf, None
+    found: list[tuple[float, np.ndarray]] = []
     for code in range(2 ** units):
         bits = np.array([1.0 if code >> j & 1 else -1.0 for j in range(units)])
         signs = np.split(bits, np.cumsum(widths)[:-1])
@@ -930,11 +932,23 @@ def enumerated_minimum(layers: Sequence[Layer], z: np.ndarray, scale: float,
         if _residual(layers, x, z) > 1e-6 * (1 + np.abs(z).max()):
             continue
         size = _score(layers, x, z, "size", torch.float64, input_slope)
-        if size < best:
-            best, best_x = size, x
-    if best_x is None:
+        if not any(np.allclose(x, y, rtol=1e-9, atol=1e-9 * size) for _, y in found):
+            found.append((size, x))
+    return sorted(found, key=lambda item: item[0])
+
+
+def enumerated_minimum(layers: Sequence[Layer], z: np.ndarray, scale: float,
+                       input_slope: float | None = None) -> tuple[float, np.ndarray]:
+    """The smallest size of any preimage of ``z + k·1`` under ``layers`` (at most
+    ``MAX_UNITS`` hidden units), by :func:`pattern_minimum` on every activation
+    pattern (:func:`pattern_minima`), and that preimage ``(in,)``. ``scale``: the
+    size expected. Raises ``ValueError`` beyond ``MAX_UNITS`` units or where no
+    pattern holds a preimage."""
+    minima = pattern_minima(layers, z, scale, input_slope)
+    if not minima:
         raise ValueError("no activation pattern holds a preimage")
-    return float(best), best_x
+    size, x = minima[0]
+    return float(size), x
 
 
 def _null_noise(w: np.ndarray, size: float, gen: torch.Generator | None) -> np.ndarray:
@@ -951,7 +965,8 @@ def backward_walk(layers: Sequence[Layer], z: np.ndarray, *, max_programs: int =
                   size_programs: int = 10, dtype: torch.dtype = torch.float32,
                   std: float = 0.0, gen: torch.Generator | None = None,
                   trace: list | None = None, top: str = "min_norm",
-                  size_objective: str = "size") -> np.ndarray:
+                  size_objective: str = "size",
+                  top_input: np.ndarray | None = None) -> np.ndarray:
     """A preimage ``(in,)`` float64 of the logits ``z + k·1`` ``(K,)``: back
     layer by layer, each hidden vector the minimum-norm solution of its layer
     (plus, with ``std > 0``, the paper's null-space noise of norm
@@ -973,6 +988,9 @@ def backward_walk(layers: Sequence[Layer], z: np.ndarray, *, max_programs: int =
     in general. :func:`walk_preimages` uses ``"min_norm"``: trying
     ``"walk"`` as its second walk (the noisy ones alternating) verified 50%
     instead of 70% on that network (``benchmarks/leaky_depth.py``).
+    ``top_input`` (the last layer's input width ``(in,)``): start from this
+    preimage of ``z + k·1`` under ``layers[-1:]`` instead (one of
+    :func:`pattern_minima`'s, say); ``top`` and the noise do not apply to it.
 
     ``trace``, a list, receives ``(i, h)`` for each layer ``i`` going back:
     the input of ``layers[i:]`` it settled on (before the final
@@ -982,17 +1000,27 @@ def backward_walk(layers: Sequence[Layer], z: np.ndarray, *, max_programs: int =
         raise ValueError(f"size_objective must be one of {SIZES}, got {size_objective!r}")
     if top not in TOPS:
         raise ValueError(f"top must be one of {TOPS}, got {top!r}")
+    width = layers[-1][0].shape[1]
+    if top_input is not None and np.shape(top_input) != (width,):
+        raise ValueError(f"top_input must be the last layer's input, shape ({width},), "
+                         f"got {np.shape(top_input)}")
     starts = set(_walk_starts(layers))
     w, b, slope = layers[-1]
     h = z - z.min() + 1.0 if slope is not None else z - z.mean()   # >= 0 before a LeakyReLU
-    for i in range(len(layers) - 1, -1, -1):
+    last = len(layers) - 1
+    for i in range(last, -1, -1):
         w, b, slope = layers[i]
+        below = layers[i - 1][2] if i else None
+        if i == last and top_input is not None:
+            h = np.asarray(top_input, dtype=np.float64)
+            if trace is not None:
+                trace.append((i, h.copy()))
+            continue
         a = h if slope is None else np.where(h >= 0, h, h / slope)
         h = np.linalg.lstsq(w, a - b, rcond=None)[0]
         if std > 0 and w.shape[1] > w.shape[0]:
             h = h + _null_noise(w, std * np.linalg.norm(h), gen)
-        below = layers[i - 1][2] if i else None
-        if (i == len(layers) - 1 and slope is not None and top == "walk") or i in starts:
+        if (i == last and slope is not None and top == "walk") or i in starts:
             h = walk_patterns(layers[i:], h, z, objective=size_objective,
                               max_programs=size_programs, input_slope=below)
         if trace is not None:

@@ -247,6 +247,20 @@ def test_leaky_growth_writes_one_row_per_class(tmp_path):
     assert table.count("\n| 1 |") == 1 and f"smallest on `layers[{top}:]`" in table
 
 
+def test_leaky_growth_walks_from_several_last_layer_patterns(tmp_path):
+    growth = bench_module("leaky_growth")
+    out = growth.main(["--depth", "4", "--classes", "1", "--top-patterns", "2",
+                       "--out", str(tmp_path)])
+    (row,) = out["rows"]
+    assert len(row["starts"]) == 2 and row["patterns"] >= 2
+    tops = [s["top_size"] for s in row["starts"]]
+    assert tops == sorted(tops) and tops[0] > 0
+    for s in row["starts"]:
+        assert s["max_abs_input"] > 0 and 0 <= s["float64_error"] < 1e-3
+    name = f"{out['date']}-{out['host']}-leaky-growth-depth4-top-patterns.md"
+    table = (tmp_path / name).read_text()
+    assert table.count("\n| 1 | 2 (") == 1
+
 
 def test_leaky_multistart_search_reaches_exact_preimages_on_a_shallow_net(tmp_path):
     multi = bench_module("leaky_multistart")

@@ -169,6 +169,33 @@ def test_top_choices_lead_to_different_preimages(deep_leaky):
         pw.backward_walk(layers, z, top="best")
 
 
+def test_backward_walk_starts_from_each_of_the_last_layers_pattern_minima(deep_leaky):
+    """``pattern_minima`` lists one preimage per distinct point, smallest first, its
+    first the ``enumerated_minimum``; ``backward_walk(top_input=h)`` keeps ``h`` as
+    the last layer's input and walks the layers below from it to a preimage;
+    a ``top_input`` of another width is refused."""
+    pw = pattern_walk
+    layers = _layers(deep_leaky)
+    z = np.log(TEN[7].double().numpy())
+    slope = layers[-2][2]
+    minima = pw.pattern_minima(layers[-1:], z, 100.0, slope)
+    sizes = [size for size, _ in minima]
+    assert len(minima) >= 3 and sizes == sorted(sizes)
+    assert sizes[0] == pytest.approx(pw.enumerated_minimum(layers[-1:], z, 100.0, slope)[0])
+    for _, h in minima:
+        assert pw._residual(layers[-1:], h, z) < 1e-6 * (1 + np.abs(z).max())
+    ends = []
+    for _, h in minima[:2]:
+        trace = []
+        x = pw.backward_walk(layers, z, top_input=h, trace=trace)
+        np.testing.assert_array_equal(trace[0][1], h)
+        assert pw._residual(layers, x, z) < 1e-6 * (1 + np.abs(z).max())
+        ends.append(x)
+    assert not np.array_equal(*ends)
+    with pytest.raises(ValueError, match="top_input must be the last layer's input"):
+        pw.backward_walk(layers, z, top_input=np.zeros(3))
+
+
 def test_input_size_walk_shrinks_the_input_only(deep_leaky):
     """``"input_size"``: the walk's answer is a preimage whose input is no larger
     than where it started; ``backward_walk`` passes it to every walk going back,
