@@ -790,11 +790,16 @@ class _Finisher:
         self.lm_restarts = 0
         self.seconds_lm = self.seconds_anchored = 0.0
 
+    def rounded_probs(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``x`` ``(n, in)`` rounded to the model's dtype (as float64) and its
+        softmax ``(n, K)`` from the plan's float64 forward pass."""
+        xr = x.to(self.dtype).to(torch.float64)
+        return xr, torch.softmax(self.plan.forward_values(xr)[-1], dim=1)
+
     def verified(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """What :func:`verify` will say, from the plan: float64 forward of ``x``
         rounded to the model's dtype."""
-        xr = x.to(self.dtype).to(torch.float64)
-        probs = torch.softmax(self.plan.forward_values(xr)[-1], dim=1)
+        xr, probs = self.rounded_probs(x)
         return (torch.isfinite(xr).all(dim=1) & torch.isfinite(probs).all(dim=1)
                 & ((probs - t).abs() <= self.atol).all(dim=1))
 
@@ -920,9 +925,7 @@ class _Finisher:
         dtype) misses, and how far ``exact`` itself misses in float64 arithmetic
         (:func:`~nninvert_lib.pattern_walk.evaluation_error`): from inputs of
         ~1e17 on, float64 no longer evaluates the network to the tolerance."""
-        xr = rounded[None].to(self.dtype).to(torch.float64)
-        probs = torch.softmax(self.plan.forward_values(xr)[-1], dim=1)[0]
-        miss = float((probs - t).abs().max())
+        miss = float((self.rounded_probs(rounded[None])[1][0] - t).abs().max())
         exact_np = exact.cpu().numpy()
         in_float64 = pattern_walk.evaluation_error(
             layers, exact_np, torch.log(t.double().cpu()).numpy())
