@@ -767,7 +767,7 @@ class _Finisher:
 
     def __init__(self, model, plan, t, target_index, shape, dtype, std, atol, max_retries,
                  lm_max_iter, gen, lookahead: int = 0, lookahead_range: bool = False,
-                 progress: bool = False):
+                 progress: bool = False, walk_seconds: float | None = None):
         self.model, self.plan, self.t, self.target_index = model, plan, t, target_index
         # the samples of each target row, in order, found once (not one scan per row)
         order = torch.argsort(target_index, stable=True)
@@ -777,6 +777,7 @@ class _Finisher:
         self.max_retries, self.lm_max_iter, self.gen = max_retries, lm_max_iter, gen
         self.lookahead, self.lookahead_range = lookahead, lookahead_range
         self.progress = bool(progress)
+        self.walk_seconds = walk_seconds
         self.redraws = 0
         self.walked = self.walk_verified = 0
         #: per target row whose walk did not verify: why (see :meth:`walk`)
@@ -892,15 +893,21 @@ class _Finisher:
             return
         t0 = time.perf_counter()
         first = torch.stack([self.rows_of[r][0] for r in need])
+        stopped: set[int] = set()
         xw, _, exact = pattern_walk.walk_preimages(layers, self.t[first], self.dtype,
                                                    std=self.std, atol=self.atol, gen=self.gen,
-                                                   progress=self.progress)
+                                                   progress=self.progress,
+                                                   seconds=self.walk_seconds, stopped=stopped)
         xw = xw.to(x)
         ok = self.verified(xw, self.t[first]).cpu()
         self.walked += len(need)
         for k, r in enumerate(need):
             if not ok[k]:
                 self.walk_notes[r] = self.walk_note(layers, xw[k], exact[k], self.t[first[k]])
+                if k in stopped:
+                    self.walk_notes[r] += (f"; the walk stopped at walk_seconds="
+                                           f"{self.walk_seconds:g} s: more time may find "
+                                           "a better preimage")
                 continue
             rows = self.rows_of[r]
             z = torch.log(self.t[rows[0]].double().cpu()).numpy()
@@ -1072,7 +1079,8 @@ def back_pass_inv(model: nn.Module, target: torch.Tensor | Sequence, n_samples: 
                   atol: float = DEFAULT_ATOL, max_retries: int = 8, seeds_per_target: int = 4,
                   lookahead: int = 20, lookahead_range: bool = False,
                   lm_max_iter: int = 30, generator: torch.Generator | None = None,
-                  plan: BackPassPlan | None = None, progress: bool = False) -> InversionResult:
+                  plan: BackPassPlan | None = None, progress: bool = False,
+                  walk_seconds: float | None = None) -> InversionResult:
     """The paper's BackPassInv: inputs whose softmax output is ``target``.
 
     Inverts softmax, activations and linear layers from the top down, sampling
@@ -1114,6 +1122,10 @@ def back_pass_inv(model: nn.Module, target: torch.Tensor | Sequence, n_samples: 
         plan: a :class:`BackPassPlan` for ``model`` (default: the cached one).
         progress: show a ``tqdm.auto`` progress bar over the targets the pattern
             walk runs on (step 3; seconds to minutes each on deep LeakyReLU networks).
+        walk_seconds: the most seconds the pattern walk spends on one target
+            (``None``: no limit). On a random LeakyReLU(0.01) network 12 layers
+            deep a target's walks can take more than half an hour; a target
+            whose walk ran out of time and missed says so in ``reasons``.
 
     Returns:
         :class:`~nninvert_lib.result.InversionResult`: ``inputs``
@@ -1128,6 +1140,7 @@ def back_pass_inv(model: nn.Module, target: torch.Tensor | Sequence, n_samples: 
         InversionError: invalid target (non-finite, ``<= 0``, rows not summing
             to 1, wrong length for the model), unsupported layers (named),
             bad ``input_shape``, ``n_samples < 1``, ``std < 0``, ``max_cond < 1``,
+            ``walk_seconds <= 0``,
             or an unknown ``strategy``.
     """
     t_start = time.perf_counter()
@@ -1145,6 +1158,11 @@ def back_pass_inv(model: nn.Module, target: torch.Tensor | Sequence, n_samples: 
         raise InversionError(f"seeds_per_target must be an int >= 1, got {seeds_per_target!r}")
     if not atol > 0:
         raise InversionError(f"atol must be > 0, got {atol!r}")
+    if walk_seconds is not None and not (
+            isinstance(walk_seconds, (int, float)) and not isinstance(walk_seconds, bool)
+            and math.isfinite(walk_seconds) and walk_seconds > 0):
+        raise InversionError(f"walk_seconds must be None or a finite number of seconds > 0, "
+                             f"got {walk_seconds!r}")
     if plan is None:
         plan = plan_back_pass(model, max_cond)
     elif plan.max_cond != float(max_cond):
@@ -1178,7 +1196,7 @@ def back_pass_inv(model: nn.Module, target: torch.Tensor | Sequence, n_samples: 
 
     if strategy == "anchored" and not bool(conv.all()):
         fin = _Finisher(model, plan, t, target_index, shape, dtype, std, atol, max_retries,
-                        lm_max_iter, gen, lookahead, lookahead_range, progress)
+                        lm_max_iter, gen, lookahead, lookahead_range, progress, walk_seconds)
         fin.run(x, ~conv.cpu(), stage, seeds_per_target)
         hidden_std, anchored_retries, lm_info = fin.hidden_std, fin.anchored_retries, fin.lm_info
         lm_restarts, redraws = fin.lm_restarts, fin.redraws

@@ -71,6 +71,7 @@ deeper and wider networks.
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Sequence
 
 import numpy as np
@@ -795,7 +796,8 @@ def _round_greedy(layers, x, z, dtype, good, max_steps, candidates):
 def walk_patterns(layers: Sequence[Layer], x: np.ndarray, z: np.ndarray, *,
                   objective: str = "rounding", max_programs: int = 40,
                   dtype: torch.dtype = torch.float32, good: float = 2.5e-4,
-                  input_slope: float | None = None) -> np.ndarray:
+                  input_slope: float | None = None,
+                  deadline: float | None = None) -> np.ndarray:
     """Walk from the preimage ``x`` ``(in,)`` of the logits ``z + k·1`` ``(K,)``
     across activation regions to a better preimage.
 
@@ -808,8 +810,9 @@ def walk_patterns(layers: Sequence[Layer], x: np.ndarray, z: np.ndarray, *,
     after a LeakyReLU of that slope) an input entry counts as ``max(x_i,
     -x_i/input_slope)``, the size of the pre-activation the layer below must
     then produce. ``objective="input_size"``: the same, of the input only (the
-    pre-activations may grow). Returns the best preimage found (``x`` itself
-    if none is better), float64."""
+    pre-activations may grow). ``deadline``: a :func:`time.monotonic` time
+    after which no further program is solved. Returns the best preimage found
+    (``x`` itself if none is better), float64."""
     if objective not in ("rounding",) + SIZES:
         raise ValueError(f"objective must be 'rounding', 'size' or 'input_size', "
                          f"got {objective!r}")
@@ -821,6 +824,8 @@ def walk_patterns(layers: Sequence[Layer], x: np.ndarray, z: np.ndarray, *,
     tol = max(PREIMAGE_TOL * (1.0 + np.abs(z).max()), _residual(layers, x, z))
     for _ in range(max_programs):
         if objective == "rounding" and best_score <= good:
+            break
+        if deadline is not None and time.monotonic() >= deadline:
             break
         new = _region_program(layers, signs, z, objective, current, input_slope)
         if new is not None:
@@ -966,7 +971,8 @@ def backward_walk(layers: Sequence[Layer], z: np.ndarray, *, max_programs: int =
                   std: float = 0.0, gen: torch.Generator | None = None,
                   trace: list | None = None, top: str = "min_norm",
                   size_objective: str = "size",
-                  top_input: np.ndarray | None = None) -> np.ndarray:
+                  top_input: np.ndarray | None = None,
+                  deadline: float | None = None) -> np.ndarray:
     """A preimage ``(in,)`` float64 of the logits ``z + k·1`` ``(K,)``: back
     layer by layer, each hidden vector the minimum-norm solution of its layer
     (plus, with ``std > 0``, the paper's null-space noise of norm
@@ -995,7 +1001,9 @@ def backward_walk(layers: Sequence[Layer], z: np.ndarray, *, max_programs: int =
     ``trace``, a list, receives ``(i, h)`` for each layer ``i`` going back:
     the input of ``layers[i:]`` it settled on (before the final
     ``"rounding"`` walk). ``size_objective``: the objective of the walks going
-    back, ``"size"`` or ``"input_size"`` (:func:`walk_patterns`)."""
+    back, ``"size"`` or ``"input_size"`` (:func:`walk_patterns`).
+    ``deadline``: a :func:`time.monotonic` time after which the walks solve no
+    further program (the layers still left are the plain backward pass)."""
     if size_objective not in SIZES:
         raise ValueError(f"size_objective must be one of {SIZES}, got {size_objective!r}")
     if top not in TOPS:
@@ -1022,13 +1030,14 @@ def backward_walk(layers: Sequence[Layer], z: np.ndarray, *, max_programs: int =
             h = h + _null_noise(w, std * np.linalg.norm(h), gen)
         if (i == last and slope is not None and top == "walk") or i in starts:
             h = walk_patterns(layers[i:], h, z, objective=size_objective,
-                              max_programs=size_programs, input_slope=below)
+                              max_programs=size_programs, input_slope=below,
+                              deadline=deadline)
         if trace is not None:
             trace.append((i, h.copy()))
     if 0 not in starts:
         return h
     return walk_patterns(layers, h, z, objective="rounding", max_programs=max_programs,
-                         dtype=dtype)
+                         dtype=dtype, deadline=deadline)
 
 
 def walkable(layers: Sequence[Layer] | None) -> bool:
@@ -1041,10 +1050,14 @@ def walkable(layers: Sequence[Layer] | None) -> bool:
 
 def walk_preimages(layers: Sequence[Layer], targets: torch.Tensor, dtype: torch.dtype, *,
                    attempts: int = 5, std: float = 0.1, atol: float = 1e-3,
-                   gen: torch.Generator | None = None, progress: bool = False
+                   gen: torch.Generator | None = None, progress: bool = False,
+                   seconds: float | None = None, stopped: set | None = None
                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """:func:`backward_walk` for each row of ``targets`` ``(n, K)`` probabilities
-    (``progress``: a ``tqdm.auto`` bar over the rows),
+    (``progress``: a ``tqdm.auto`` bar over the rows; ``seconds``: the most
+    time the walks of one row may take, after which they solve no further
+    program and start no further walk, ``None`` for no limit; ``stopped``, a
+    set, receives the rows that missed and ran out of that time),
     walked for inputs rounded to ``dtype`` (the model's) and rounded by
     :func:`round_preimage` (with ``ROUND_RESTARTS``): first without noise,
     then with null-space noise ``std``, up to ``attempts`` walks in all, until
@@ -1068,17 +1081,21 @@ def walk_preimages(layers: Sequence[Layer], targets: torch.Tensor, dtype: torch.
     and :func:`null_samples`)."""
     z = torch.log(targets.double().cpu()).numpy()
     xs, ok, exact = [], [], []
-    for row in tqdm(z, desc="pattern walk", unit="target", disable=not progress, leave=False):
+    for i, row in enumerate(tqdm(z, desc="pattern walk", unit="target", disable=not progress,
+                                 leave=False)):
+        deadline = None if seconds is None else time.monotonic() + seconds
         side = None if gen is None else torch.Generator().manual_seed(gen.initial_seed())
         walks = [(std if attempt else 0.0, "size", gen, "min_norm") for attempt in range(attempts)]
         walks.append((0.0, "input_size", side, "min_norm"))   # the last: pre-activations may grow
         best, best_score = None, np.inf
         k = 0
         while k < len(walks):
+            if k and deadline is not None and time.monotonic() >= deadline:
+                break
             noise, objective, draws, top = walks[k]
             k += 1
             x = backward_walk(layers, row, dtype=dtype, std=noise, gen=draws,
-                              size_objective=objective, top=top)
+                              size_objective=objective, top=top, deadline=deadline)
             if k == 1 and attempts and evaluation_error(layers, x, row) > atol / 4:
                 # beyond float64 already: next, the walk from the walked last layer
                 other = None if gen is None else torch.Generator().manual_seed(
@@ -1094,6 +1111,9 @@ def walk_preimages(layers: Sequence[Layer], targets: torch.Tensor, dtype: torch.
         xs.append(best[0])
         exact.append(best[1])
         ok.append(best_score <= 0.9 * atol)
+        if (stopped is not None and best_score > atol / 4 and deadline is not None
+                and time.monotonic() >= deadline):
+            stopped.add(i)
     return (torch.tensor(np.stack(xs), dtype=torch.float64), torch.tensor(ok),
             torch.tensor(np.stack(exact), dtype=torch.float64))
 

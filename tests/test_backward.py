@@ -102,6 +102,19 @@ def test_a_failed_pattern_walk_says_how_far_its_preimage_misses_and_why(slope, w
     assert size > 1e9
 
 
+def test_a_walk_cut_short_by_walk_seconds_says_so():
+    """The walk on this net fails with time or without; with ``walk_seconds``
+    it solves no program after its time is up, and the failed sample's reason
+    says that more time may do better. Without the limit it does not say so."""
+    net = _random_leaky_net((24, 18, 13, 10), slope=1e-12, seed=0)
+    cut = back_pass_inv(net, target_distribution(0), n_samples=1, seed=1, walk_seconds=1e-9)
+    assert cut.info["pattern_walks"] == 1 and not cut.converged[0]
+    assert "the walk stopped at walk_seconds=1e-09 s" in cut.info["reasons"][0]
+    assert "pattern walk: its best preimage" in cut.info["reasons"][0]
+    full = back_pass_inv(net, target_distribution(0), n_samples=1, seed=1)
+    assert "walk_seconds" not in full.info["reasons"][0]
+
+
 def test_progress_shows_a_bar_over_the_targets_the_pattern_walk_runs_on(capsys):
     net = _random_leaky_net((24, 18, 13, 10), slope=1e-12, seed=0)
     back_pass_inv(net, target_distribution(0), n_samples=1, seed=1)
@@ -291,6 +304,8 @@ def test_model_that_is_not_sequential_is_refused():
     ({"strategy": "magic"}, "strategy"),
     ({"input_shape": (1, 27, 27)}, "input_shape"),
     ({"max_cond": 0.5}, "max_cond"),
+    ({"walk_seconds": 0}, "walk_seconds"),
+    ({"walk_seconds": float("inf")}, "walk_seconds"),
 ])
 def test_invalid_arguments_raise_naming_the_problem(kwargs, words):
     net = make_fcnn((784, 32, 10)).eval()

@@ -220,6 +220,26 @@ def test_input_size_walk_shrinks_the_input_only(deep_leaky):
         pw.walk_patterns(layers, x, z, objective="norm")
 
 
+def test_walks_out_of_time_solve_no_program_and_start_no_further_walk(monkeypatch):
+    """A deadline already past: ``walk_patterns`` returns its start unchanged,
+    and ``walk_preimages`` runs one walk per row and reports the rows that
+    missed as stopped. With no limit, the missed row runs every walk."""
+    layers = _layers(_net((24, 18, 13, 10), slope=1e-12, seed=0))
+    x = pattern_walk.backward_walk(layers, np.log(TEN[0].double().numpy()))
+    same = pattern_walk.walk_patterns(layers, x, np.log(TEN[1].double().numpy()),
+                                      deadline=0.0)
+    assert np.array_equal(same, x)
+    calls = _record_walks(monkeypatch, "top", "min_norm")
+    stopped: set = set()
+    _, ok, _ = pattern_walk.walk_preimages(layers, TEN[:1], torch.float32, seconds=1e-9,
+                                           stopped=stopped)
+    assert not ok[0] and stopped == {0} and len(calls) == 1
+    calls.clear()
+    stopped.clear()
+    pattern_walk.walk_preimages(layers, TEN[:1], torch.float32, stopped=stopped)
+    assert not stopped and len(calls) > 1
+
+
 def test_walk_preimages_ends_with_an_input_size_walk_only_where_the_others_miss(
         deep_leaky, monkeypatch):
     """Where a walk verifies, no ``"input_size"`` walk runs; with no other walk
