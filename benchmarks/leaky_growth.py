@@ -39,6 +39,8 @@ column), while from the minimum-norm start classes 0 and 3 end at 2e18 and
     python benchmarks/leaky_growth.py --top walk
     python benchmarks/leaky_growth.py --depth 8
     python benchmarks/leaky_growth.py --depth 12 --top-patterns 8
+    python benchmarks/leaky_growth.py --depth 10 --layer-cost 20  # about 4 minutes
+    python benchmarks/leaky_growth.py --depth 12 --layer-cost 20
 
 ``--top-patterns K`` asks whether the walk's size depends on where it starts: it
 walks each target from the ``K`` smallest preimages of the last layer, one per
@@ -52,6 +54,25 @@ and every walk from them ends at 2.5e20–3.5e22, none within the target in
 float64: the walk's size there does not come from its start on the last layer.
 Some targets' walks take far longer (class 4's more than 35 minutes).
 
+``--layer-cost DRAWS`` asks what each layer costs going back: the largest
+pre-activation the layer below must produce over the largest entry of the
+layer's target ``W_i h_i`` (at ``i = 0``, the input's largest entry), for the
+walk (``backward_walk``, BackPassInv's first walk) beside the least any input of
+that layer alone could cost for the same target (:func:`layer_cost`, a linear
+program), and that least for ``DRAWS`` targets in random directions and for
+``DRAWS`` the layer makes from nonnegative inputs
+(``...-leaky-growth-depth<depth>-layer-cost``). At depth 10 a random target
+costs 130–230 times at every hidden layer, one made from a nonnegative input
+1.1–1.6 times. The walk pays 57–790 on the top two layers (17 → 13 → 10, few
+free directions) for every class. Below them the input's size is about the
+product of the factors, and the classes differ in how many layers the walk
+pays random-target prices on: class 9 (4.4e10 in all) pays under 10 on each of
+the seven lowest, class 0 (1.9e19) 84–630 on five of them. At depth 12
+(about 15 minutes) the eight classes that miss even in float64 pay 160–930
+on two to four of the four widest hidden layers, the two that verify (4 and
+9) at most 87 there; with ``--size-programs 40`` classes 0 and 1 end at the
+same points.
+
 Writes ``benchmarks/results/<date>-<host>-leaky-growth-depth<depth>.{json,md}``
 (or into ``--out``).
 """
@@ -62,6 +83,7 @@ import time
 
 import numpy as np
 import torch
+from scipy.optimize import linprog
 
 import nninvert_lib as nni
 from nninvert_lib import pattern_walk as pw
@@ -154,6 +176,122 @@ def top_pattern_table(out: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def cheapest_input(w: np.ndarray, c: np.ndarray, slope: float | None
+                   ) -> tuple[float, np.ndarray]:
+    """The smallest input ``h`` ``(in,)`` of one linear layer ``w`` ``(out, in)``
+    with ``w h = c`` ``(out,)``, and how much larger it is than ``c``: the
+    linear program ``min t`` over ``w h = c``, ``-s·t <= h_i <= t`` (``s`` the
+    ``slope`` of the LeakyReLU that ``h`` comes out of, so ``t`` is the largest
+    pre-activation the layer below must produce; ``|h_i| <= t`` where ``slope``
+    is ``None``). Returns ``(t / max|c|, h)``."""
+    out_w, n = w.shape
+    scale = float(np.abs(c).max())
+    low = 1.0 if slope is None else slope
+    eye, ones = np.eye(n), np.ones((n, 1))
+    a_ub = np.vstack([np.hstack([eye, -ones]), np.hstack([-eye, -low * ones])])
+    cost = np.zeros(n + 1)
+    cost[-1] = 1.0
+    res = linprog(cost, A_ub=a_ub, b_ub=np.zeros(2 * n),
+                  A_eq=np.hstack([w, np.zeros((out_w, 1))]), b_eq=c / scale,
+                  bounds=[(None, None)] * (n + 1), method="highs")
+    if res.status != 0:
+        raise RuntimeError(f"cheapest_input: HiGHS failed ({res.message})")
+    return float(res.fun), scale * res.x[:n]
+
+
+def layer_cost(w: np.ndarray, c: np.ndarray, slope: float | None) -> float:
+    """:func:`cheapest_input`'s ``t / max|c|``: what going back through the layer
+    ``w`` costs, at the least, for the target ``c``."""
+    return cheapest_input(w, c, slope)[0]
+
+
+def one_layer_at_a_time(layers: list, z: np.ndarray) -> np.ndarray:
+    """A preimage ``(in,)`` of the logits ``z + k·1`` built from the top down with
+    each layer's input the cheapest for that layer alone (:func:`cheapest_input`),
+    starting where :func:`~nninvert_lib.pattern_walk.backward_walk` does."""
+    h = z - z.min() + 1.0 if layers[-1][2] is not None else z - z.mean()
+    for i in range(len(layers) - 1, -1, -1):
+        w, b, slope = layers[i]
+        a = h if slope is None else np.where(h >= 0, h, h / slope)
+        h = cheapest_input(w, a - b, layers[i - 1][2] if i else None)[1]
+    return h
+
+
+def layer_cost_row(layers: list, c: int, size_programs: int = 10) -> dict:
+    """One target's walked preimage (:func:`~nninvert_lib.pattern_walk.backward_walk`,
+    as BackPassInv's first walk) and, at every layer ``i``, what going back
+    through it cost: the largest pre-activation below it (the input's largest
+    entry at ``i = 0``) over the largest entry of its target ``W_i h_i``
+    (the walk's factor), beside :func:`layer_cost` of that same target (the
+    least any input of that one layer could cost), and the largest input entry
+    of :func:`one_layer_at_a_time`'s preimage. ``size_programs``:
+    ``backward_walk``'s, per layer going back."""
+    t = time.perf_counter()
+    z = torch.log(nni.target_distribution(c, 0.9)).numpy()
+    x = pw.backward_walk(layers, z, dtype=torch.float32, size_programs=size_programs)
+    pre, _ = pw.forward(layers, x)
+    walk, best = {}, {}
+    for i, (w, b, _) in enumerate(layers):
+        target = pre[i] - b
+        below = np.abs(pre[i - 1]).max() if i else np.abs(x).max()
+        walk[str(i)] = float(below / np.abs(target).max())
+        best[str(i)] = layer_cost(w, target, layers[i - 1][2] if i else None)
+    greedy = one_layer_at_a_time(layers, z)
+    return {"class": c, "max_abs_input": float(np.abs(x).max()),
+            "float64_error": pw.evaluation_error(layers, x, z), "walk": walk,
+            "layer_cost": best, "one_layer_at_a_time": float(np.abs(greedy).max()),
+            "seconds": time.perf_counter() - t}
+
+
+def typical_costs(layers: list, draws: int, seed: int = 0) -> list[dict]:
+    """Per layer ``i``, the median of :func:`layer_cost` over ``draws`` targets in
+    a random direction (standard normal) and over ``draws`` that the layer makes
+    from a nonnegative input (``W_i |g|``, ``g`` standard normal)."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i, (w, _, _) in enumerate(layers):
+        slope = layers[i - 1][2] if i else None
+        rand = [layer_cost(w, rng.standard_normal(w.shape[0]), slope) for _ in range(draws)]
+        made = [layer_cost(w, w @ np.abs(rng.standard_normal(w.shape[1])), slope)
+                for _ in range(draws)]
+        rows.append({"layer": i, "in": w.shape[1], "out": w.shape[0],
+                     "random": float(np.median(rand)), "nonnegative": float(np.median(made))})
+    return rows
+
+
+def layer_cost_table(out: dict) -> str:
+    """The Markdown tables of a ``--layer-cost`` run (``main``'s JSON)."""
+    typical = out["typical"]
+    lines = [f"Slope {out['slope']}, width ratio {out['ratio']}, depth {out['depth']}: what "
+             "going back through layer `i` costs, as the largest pre-activation the layer "
+             "below must produce (at `i = 0`, the largest input entry) over the largest "
+             "entry of the layer's target `W_i h_i`, at its cheapest for one layer alone "
+             "(a linear program). First for targets in a random direction and for targets "
+             f"the layer makes from a nonnegative input (medians of {out['draws']} each):",
+             "", "| layer `i` | widths | random target | from a nonnegative input |",
+             "|---:|---:|---:|---:|"]
+    for r in typical:
+        lines.append(f"| {r['layer']} | {r['in']} → {r['out']} | {r['random']:.3g} | "
+                     f"{r['nonnegative']:.3g} |")
+    layers = [str(r["layer"]) for r in typical]
+    lines += ["", "Then for the pattern walk's preimage of each target (BackPassInv's "
+              f"first walk, `size_programs={out['size_programs']}`): the walk's factor at "
+              "each layer, and in brackets the least any input of that layer alone could "
+              "cost for the walk's target there; the walked input's largest entry, and its "
+              "probability error in float64 before any rounding; and the largest input "
+              "entry when every layer's input is the cheapest for that layer alone, from "
+              "the top down.", "",
+              "| class | largest input entry | error in float64 | one layer at a time | "
+              + " | ".join(f"`i = {i}`" for i in layers) + " |",
+              "|---:|---:|---:|---:|" + "---:|" * len(layers)]
+    for r in out["rows"]:
+        lines.append(f"| {r['class']} | {r['max_abs_input']:.2g} | "
+                     f"{r['float64_error']:.2g} | {r['one_layer_at_a_time']:.2g} | "
+                     + " | ".join(f"{r['walk'][i]:.3g} ({r['layer_cost'][i]:.3g})"
+                                  for i in layers) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def table(out: dict) -> str:
     """The Markdown table of a run (``main``'s JSON)."""
     rows = out["rows"]
@@ -185,8 +323,29 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--top-patterns", type=int, default=0, metavar="K",
                     help="instead: walk from each of the K smallest preimages of the last "
                          "layer (every activation pattern of its units tried)")
+    ap.add_argument("--layer-cost", type=int, default=0, metavar="DRAWS",
+                    help="instead: what going back through each layer costs the walk, "
+                         "beside the least it could for one layer alone, and the median "
+                         "of that over DRAWS random and DRAWS nonnegative-made targets")
+    ap.add_argument("--size-programs", type=int, default=10, metavar="N",
+                    help="with --layer-cost: backward_walk's programs per layer going back "
+                         "(default 10, BackPassInv's)")
     args = ap.parse_args(argv)
     _, layers = leaky_network(args.slope, args.ratio, args.depth)
+    if args.layer_cost:
+        typical = typical_costs(layers, args.layer_cost)
+        rows = []
+        for c in args.classes:
+            rows.append(layer_cost_row(layers, c, args.size_programs))
+            print(rows[-1], flush=True)
+        out = {**run_header(), "slope": args.slope, "ratio": args.ratio,
+               "depth": args.depth, "draws": args.layer_cost, "typical": typical,
+               "size_programs": args.size_programs,
+               "input_width": layers[0][0].shape[1], "rows": rows}
+        name = f"leaky-growth-depth{args.depth}-layer-cost" + (
+            "" if args.size_programs == 10 else f"-programs{args.size_programs}")
+        write_experiment(args.out, name, out, layer_cost_table(out))
+        return out
     if args.top_patterns:
         rows = []
         for c in args.classes:

@@ -70,7 +70,7 @@ fails, and still the paper's null-space sampling:
    (:func:`~nninvert_lib.pattern_walk.null_samples`).
    On the random LeakyReLU(0.01) network 55-41-31-23-17-13-10 this lifts 2% to
    100% (about 1 s per target walked; deeper and wider networks:
-   ``benchmarks/leaky_depth.py``);
+   ``benchmarks/leaky_depth.py``; ``walk_seconds`` bounds a target's walks);
 4. every target gets ``seeds_per_target`` verified *anchors*: its verified
    backward samples, topped up by finishing failed samples with
    Levenberg–Marquardt (:func:`nninvert_lib.forward.levenberg_marquardt`, the

@@ -247,6 +247,44 @@ def test_leaky_growth_writes_one_row_per_class(tmp_path):
     assert table.count("\n| 1 |") == 1 and f"smallest on `layers[{top}:]`" in table
 
 
+def test_layer_cost_is_the_cheapest_input_of_one_layer():
+    """Square and invertible, with no slope: the only input, ``w⁻¹c``. Wide: at
+    most what a nonnegative input that makes ``c`` costs, and at least what any
+    input does, ``max|c| / max_k Σ_i |w_ki|`` (divided by ``max|c|``)."""
+    growth = bench_module("leaky_growth")
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((5, 5))
+    c = rng.standard_normal(5)
+    exact = np.abs(np.linalg.solve(w, c)).max() / np.abs(c).max()
+    assert growth.layer_cost(w, c, None) == pytest.approx(exact, rel=1e-6)
+    w = rng.uniform(-1, 1, (9, 12))
+    h = np.abs(rng.standard_normal(12))
+    c = w @ h
+    cost = growth.layer_cost(w, c, 0.01)
+    assert 1 / np.abs(w).sum(axis=1).max() <= cost <= h.max() / np.abs(c).max() * (1 + 1e-9)
+    assert growth.layer_cost(w, rng.standard_normal(9), 0.01) > cost
+
+
+def test_leaky_growth_layer_cost_puts_the_walk_beside_one_layer_alone(tmp_path):
+    growth = bench_module("leaky_growth")
+    out = growth.main(["--depth", "4", "--classes", "1", "--layer-cost", "3",
+                       "--out", str(tmp_path)])
+    (row,) = out["rows"]
+    assert [r["layer"] for r in out["typical"]] == [0, 1, 2, 3]
+    for i in map(str, range(4)):     # the walk's own input is one the program could take
+        assert 0 < row["layer_cost"][i] <= row["walk"][i] * (1 + 1e-6)
+    assert row["float64_error"] < 1e-3
+    _, layers = bench_module("leaky_depth").leaky_network(0.01, 0.75, 4)
+    z = torch.log(nni.target_distribution(1, 0.9)).double().numpy()
+    x = growth.one_layer_at_a_time(layers, z)          # a preimage, however large
+    assert np.abs(x).max() == pytest.approx(row["one_layer_at_a_time"])
+    assert nni.pattern_walk.evaluation_error(layers, x, z) < 1e-6
+    table = (tmp_path / f"{out['date']}-{out['host']}-leaky-growth-depth4-layer-cost.md"
+             ).read_text()
+    assert "| 3 | 13 → 10 |" in table     # the layers' table, then one row per class
+    assert sum(line.startswith("| 1 | ") and "(" in line for line in table.splitlines()) == 1
+
+
 def test_leaky_growth_walks_from_several_last_layer_patterns(tmp_path):
     growth = bench_module("leaky_growth")
     out = growth.main(["--depth", "4", "--classes", "1", "--top-patterns", "2",
