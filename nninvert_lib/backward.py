@@ -1122,8 +1122,10 @@ def back_pass_inv(model: nn.Module, target: torch.Tensor | Sequence, n_samples: 
         plan: a :class:`BackPassPlan` for ``model`` (default: the cached one).
         progress: show a ``tqdm.auto`` progress bar over the targets the pattern
             walk runs on (step 3; seconds to minutes each on deep LeakyReLU networks).
-        walk_seconds: the most seconds the pattern walk spends on one target
-            (``None``: no limit). On a random LeakyReLU(0.01) network 12 layers
+        walk_seconds: the time the pattern walk may spend on one target, after
+            which it starts no further linear program, walk or rounding search
+            (one under way finishes first, so a target can overrun it);
+            ``None``: no limit. On a random LeakyReLU(0.01) network 12 layers
             deep a target's walks can take more than half an hour; a target
             whose walk ran out of time and missed says so in ``reasons``.
 

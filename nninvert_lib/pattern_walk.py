@@ -437,7 +437,8 @@ def round_preimage(layers: Sequence[Layer], x: np.ndarray, z: np.ndarray,
                    dtype: torch.dtype, *, good: float = 2.5e-4, max_steps: int = 400,
                    candidates: int = 256, restarts: int = 0,
                    gen: torch.Generator | None = None, successive: bool = True,
-                   absorbed: bool = True) -> tuple[np.ndarray, float]:
+                   absorbed: bool = True, deadline: float | None = None
+                   ) -> tuple[np.ndarray, float]:
     """The preimage ``x`` ``(in,)`` of the logits ``z + k·1`` (float64) rounded to
     ``dtype``, then moved by whole units in the last place (ulps), one input
     entry at a time, while that brings the probabilities closer to the
@@ -471,16 +472,21 @@ def round_preimage(layers: Sequence[Layer], x: np.ndarray, z: np.ndarray,
     The greedy search stops in local optima. With ``restarts``
     (and ``gen``) it starts again that many times from ``x`` moved along the
     null space of the centred ``A`` by about 4 ulps (still a preimage, rounded
-    differently), and keeps the best.
+    differently), and keeps the best. ``deadline``: a :func:`time.monotonic`
+    time after which none of these further searches starts (the first greedy
+    search always runs).
     """
+    def late() -> bool:
+        return deadline is not None and time.monotonic() >= deadline
+
     best = _round_greedy(layers, x, z, dtype, good, max_steps, candidates)
     exact = best[1] > good and _probability_error(forward(layers, x)[1], z) <= good
-    if successive and exact and fits(layers):
+    if successive and exact and fits(layers) and not late():
         trial = _round_greedy(layers, _round_successive(layers, x, z, dtype), z, dtype,
                               good, max_steps, candidates)
         if trial[1] < best[1]:
             best = trial
-    if absorbed and exact and best[1] > good and absorbers(layers, dtype):
+    if absorbed and exact and best[1] > good and absorbers(layers, dtype) and not late():
         trial = absorbed_rounding(layers, x, z, dtype, good=good, max_steps=max_steps,
                                   candidates=candidates)
         if trial[1] < best[1]:
@@ -490,6 +496,8 @@ def round_preimage(layers: Sequence[Layer], x: np.ndarray, z: np.ndarray,
         null = np.linalg.svd(A - A.mean(axis=0))[2][len(z) - 1:].T
         size = 4 * torch.finfo(dtype).eps * np.abs(x).max()
         for _ in range(restarts):
+            if late():
+                break
             v = null @ torch.randn(null.shape[1], generator=gen, dtype=torch.float64).numpy()
             start = _newton(layers, x + size * v / np.abs(v).max(), z)
             trial = _round_greedy(layers, start, z, dtype, good, max_steps, candidates)
@@ -1054,10 +1062,11 @@ def walk_preimages(layers: Sequence[Layer], targets: torch.Tensor, dtype: torch.
                    seconds: float | None = None, stopped: set | None = None
                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """:func:`backward_walk` for each row of ``targets`` ``(n, K)`` probabilities
-    (``progress``: a ``tqdm.auto`` bar over the rows; ``seconds``: the most
-    time the walks of one row may take, after which they solve no further
-    program and start no further walk, ``None`` for no limit; ``stopped``, a
-    set, receives the rows that missed and ran out of that time),
+    (``progress``: a ``tqdm.auto`` bar over the rows; ``seconds``: the time
+    the walks of one row may take, after which they solve no further program,
+    start no further walk and no further rounding search (a program or search
+    under way finishes, so a row can overrun it), ``None`` for no limit;
+    ``stopped``, a set, receives the rows that missed and ran out of that time),
     walked for inputs rounded to ``dtype`` (the model's) and rounded by
     :func:`round_preimage` (with ``ROUND_RESTARTS``): first without noise,
     then with null-space noise ``std``, up to ``attempts`` walks in all, until
@@ -1102,7 +1111,7 @@ def walk_preimages(layers: Sequence[Layer], targets: torch.Tensor, dtype: torch.
                     gen.initial_seed() + 1)
                 walks.insert(1, (0.0, "size", other, "walk"))
             xr, score = round_preimage(layers, x, row, dtype, good=atol / 4,
-                                       restarts=ROUND_RESTARTS, gen=draws)
+                                       restarts=ROUND_RESTARTS, gen=draws, deadline=deadline)
             score = max(score, evaluation_error(layers, xr, row))
             if score < best_score:
                 best, best_score = (xr, x), score

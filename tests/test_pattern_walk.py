@@ -222,13 +222,20 @@ def test_input_size_walk_shrinks_the_input_only(deep_leaky):
 
 def test_walks_out_of_time_solve_no_program_and_start_no_further_walk(monkeypatch):
     """A deadline already past: ``walk_patterns`` returns its start unchanged,
-    and ``walk_preimages`` runs one walk per row and reports the rows that
+    ``round_preimage`` runs its first greedy search only, and
+    ``walk_preimages`` runs one walk per row and reports the rows that
     missed as stopped. With no limit, the missed row runs every walk."""
     layers = _layers(_net((24, 18, 13, 10), slope=1e-12, seed=0))
     x = pattern_walk.backward_walk(layers, np.log(TEN[0].double().numpy()))
     same = pattern_walk.walk_patterns(layers, x, np.log(TEN[1].double().numpy()),
                                       deadline=0.0)
     assert np.array_equal(same, x)
+    greedy, search = [], pattern_walk._round_greedy
+    monkeypatch.setattr(pattern_walk, "_round_greedy",
+                        lambda *a, **k: greedy.append(1) or search(*a, **k))
+    _, err = pattern_walk.round_preimage(layers, x, np.log(TEN[0].double().numpy()),
+                                         torch.float32, restarts=8, deadline=0.0)
+    assert err > 1e-3 and len(greedy) == 1       # no restart after the first search
     calls = _record_walks(monkeypatch, "top", "min_norm")
     stopped: set = set()
     _, ok, _ = pattern_walk.walk_preimages(layers, TEN[:1], torch.float32, seconds=1e-9,
