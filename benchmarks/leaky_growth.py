@@ -115,8 +115,8 @@ def growth_row(layers: list, c: int, top: str = "min_norm") -> dict:
     z = torch.log(nni.target_distribution(c, 0.9)).numpy()
     trace: list = []
     x0 = pw.backward_walk(layers, z, dtype=torch.float32, trace=trace, top=top)
-    sizes = {i: pw._score(layers[i:], h, z, "size", torch.float64,
-                          layers[i - 1][2] if i else None) for i, h in trace}
+    sizes = {i: pw._score(layers[i:], h, z, "size", torch.float64, pw.input_slope(layers, i))
+             for i, h in trace}
     walk_seconds = time.perf_counter() - t
     first = enumeration_start(layers)
     slope = layers[first - 1][2] if first else None
@@ -208,12 +208,13 @@ def layer_cost(w: np.ndarray, c: np.ndarray, slope: float | None) -> float:
 def one_layer_at_a_time(layers: list, z: np.ndarray) -> np.ndarray:
     """A preimage ``(in,)`` of the logits ``z + k·1`` built from the top down with
     each layer's input the cheapest for that layer alone (:func:`cheapest_input`),
-    starting where :func:`~nninvert_lib.pattern_walk.backward_walk` does."""
-    h = z - z.min() + 1.0 if layers[-1][2] is not None else z - z.mean()
+    starting, like :func:`~nninvert_lib.pattern_walk.backward_walk`, from
+    :func:`~nninvert_lib.pattern_walk.top_output`."""
+    h = pw.top_output(layers, z)
     for i in range(len(layers) - 1, -1, -1):
         w, b, slope = layers[i]
         a = h if slope is None else np.where(h >= 0, h, h / slope)
-        h = cheapest_input(w, a - b, layers[i - 1][2] if i else None)[1]
+        h = cheapest_input(w, a - b, pw.input_slope(layers, i))[1]
     return h
 
 
@@ -235,7 +236,7 @@ def layer_cost_row(layers: list, c: int, size_programs: int = 10) -> dict:
         target = pre[i] - b
         below = np.abs(pre[i - 1]).max() if i else np.abs(x).max()
         walk[str(i)] = float(below / np.abs(target).max())
-        best[str(i)] = layer_cost(w, target, layers[i - 1][2] if i else None)
+        best[str(i)] = layer_cost(w, target, pw.input_slope(layers, i))
     greedy = one_layer_at_a_time(layers, z)
     return {"class": c, "max_abs_input": float(np.abs(x).max()),
             "float64_error": pw.evaluation_error(layers, x, z), "walk": walk,
@@ -250,7 +251,7 @@ def typical_costs(layers: list, draws: int, seed: int = 0) -> list[dict]:
     rng = np.random.default_rng(seed)
     rows = []
     for i, (w, _, _) in enumerate(layers):
-        slope = layers[i - 1][2] if i else None
+        slope = pw.input_slope(layers, i)
         rand = [layer_cost(w, rng.standard_normal(w.shape[0]), slope) for _ in range(draws)]
         made = [layer_cost(w, w @ np.abs(rng.standard_normal(w.shape[1])), slope)
                 for _ in range(draws)]

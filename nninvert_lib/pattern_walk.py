@@ -126,6 +126,24 @@ def piecewise_layers(steps: Sequence) -> list[Layer] | None:
     return [tuple(layer) for layer in layers] if layers else None
 
 
+def _past(deadline: float | None) -> bool:
+    """Whether the :func:`time.monotonic` time ``deadline`` (``None``: none) has passed."""
+    return deadline is not None and time.monotonic() >= deadline
+
+
+def input_slope(layers: Sequence[Layer], i: int) -> float | None:
+    """The slope of the LeakyReLU that the input of ``layers[i:]`` comes out of
+    (``None`` at the network's input or after a layer without one)."""
+    return layers[i - 1][2] if i else None
+
+
+def top_output(layers: Sequence[Layer], z: np.ndarray) -> np.ndarray:
+    """The last layer's output ``(K,)`` that the backward pass starts from for
+    the logits ``z + k·1``: ``z`` shifted to 1 and above where a LeakyReLU ends
+    the network (so that nothing is divided by its slope), else centred."""
+    return z - z.min() + 1.0 if layers[-1][2] is not None else z - z.mean()
+
+
 def _slopes(a: np.ndarray, slope: float) -> np.ndarray:
     return np.where(a >= 0, 1.0, slope)
 
@@ -476,17 +494,14 @@ def round_preimage(layers: Sequence[Layer], x: np.ndarray, z: np.ndarray,
     time after which none of these further searches starts (the first greedy
     search always runs).
     """
-    def late() -> bool:
-        return deadline is not None and time.monotonic() >= deadline
-
     best = _round_greedy(layers, x, z, dtype, good, max_steps, candidates)
     exact = best[1] > good and _probability_error(forward(layers, x)[1], z) <= good
-    if successive and exact and fits(layers) and not late():
+    if successive and exact and fits(layers) and not _past(deadline):
         trial = _round_greedy(layers, _round_successive(layers, x, z, dtype), z, dtype,
                               good, max_steps, candidates)
         if trial[1] < best[1]:
             best = trial
-    if absorbed and exact and best[1] > good and absorbers(layers, dtype) and not late():
+    if absorbed and exact and best[1] > good and absorbers(layers, dtype) and not _past(deadline):
         trial = absorbed_rounding(layers, x, z, dtype, good=good, max_steps=max_steps,
                                   candidates=candidates)
         if trial[1] < best[1]:
@@ -496,7 +511,7 @@ def round_preimage(layers: Sequence[Layer], x: np.ndarray, z: np.ndarray,
         null = np.linalg.svd(A - A.mean(axis=0))[2][len(z) - 1:].T
         size = 4 * torch.finfo(dtype).eps * np.abs(x).max()
         for _ in range(restarts):
-            if late():
+            if _past(deadline):
                 break
             v = null @ torch.randn(null.shape[1], generator=gen, dtype=torch.float64).numpy()
             start = _newton(layers, x + size * v / np.abs(v).max(), z)
@@ -833,7 +848,7 @@ def walk_patterns(layers: Sequence[Layer], x: np.ndarray, z: np.ndarray, *,
     for _ in range(max_programs):
         if objective == "rounding" and best_score <= good:
             break
-        if deadline is not None and time.monotonic() >= deadline:
+        if _past(deadline):
             break
         new = _region_program(layers, signs, z, objective, current, input_slope)
         if new is not None:
@@ -1021,12 +1036,11 @@ def backward_walk(layers: Sequence[Layer], z: np.ndarray, *, max_programs: int =
         raise ValueError(f"top_input must be the last layer's input, shape ({width},), "
                          f"got {np.shape(top_input)}")
     starts = set(_walk_starts(layers))
-    w, b, slope = layers[-1]
-    h = z - z.min() + 1.0 if slope is not None else z - z.mean()   # >= 0 before a LeakyReLU
+    h = top_output(layers, z)
     last = len(layers) - 1
     for i in range(last, -1, -1):
         w, b, slope = layers[i]
-        below = layers[i - 1][2] if i else None
+        below = input_slope(layers, i)
         if i == last and top_input is not None:
             h = np.asarray(top_input, dtype=np.float64)
             if trace is not None:
@@ -1099,7 +1113,7 @@ def walk_preimages(layers: Sequence[Layer], targets: torch.Tensor, dtype: torch.
         best, best_score = None, np.inf
         k = 0
         while k < len(walks):
-            if k and deadline is not None and time.monotonic() >= deadline:
+            if k and _past(deadline):
                 break
             noise, objective, draws, top = walks[k]
             k += 1
@@ -1120,8 +1134,7 @@ def walk_preimages(layers: Sequence[Layer], targets: torch.Tensor, dtype: torch.
         xs.append(best[0])
         exact.append(best[1])
         ok.append(best_score <= 0.9 * atol)
-        if (stopped is not None and best_score > atol / 4 and deadline is not None
-                and time.monotonic() >= deadline):
+        if stopped is not None and best_score > atol / 4 and _past(deadline):
             stopped.add(i)
     return (torch.tensor(np.stack(xs), dtype=torch.float64), torch.tensor(ok),
             torch.tensor(np.stack(exact), dtype=torch.float64))
