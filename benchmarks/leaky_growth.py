@@ -119,9 +119,9 @@ def growth_row(layers: list, c: int, top: str = "min_norm") -> dict:
              for i, h in trace}
     walk_seconds = time.perf_counter() - t
     first = enumeration_start(layers)
-    slope = layers[first - 1][2] if first else None
     t = time.perf_counter()
-    minimum, _ = pw.enumerated_minimum(layers[first:], z, sizes[first], slope)
+    minimum, _ = pw.enumerated_minimum(layers[first:], z, sizes[first],
+                                       pw.input_slope(layers, first))
     enum_seconds = time.perf_counter() - t
     _, error = pw.round_preimage(layers, x0, z, torch.float32, restarts=pw.ROUND_RESTARTS,
                                  gen=torch.Generator().manual_seed(0))
@@ -142,8 +142,7 @@ def top_pattern_row(layers: list, c: int, count: int) -> dict:
     any rounding (:func:`~nninvert_lib.pattern_walk.evaluation_error`)."""
     t = time.perf_counter()
     z = torch.log(nni.target_distribution(c, 0.9)).numpy()
-    slope = layers[-2][2] if len(layers) > 1 else None
-    minima = pw.pattern_minima(layers[-1:], z, 100.0, slope)
+    minima = pw.pattern_minima(layers[-1:], z, 100.0, pw.input_slope(layers, len(layers) - 1))
     starts = []
     for size, h in minima[:count]:
         x = pw.backward_walk(layers, z, dtype=torch.float32, top_input=h)
@@ -213,8 +212,7 @@ def one_layer_at_a_time(layers: list, z: np.ndarray) -> np.ndarray:
     h = pw.top_output(layers, z)
     for i in range(len(layers) - 1, -1, -1):
         w, b, slope = layers[i]
-        a = h if slope is None else np.where(h >= 0, h, h / slope)
-        h = cheapest_input(w, a - b, pw.input_slope(layers, i))[1]
+        h = cheapest_input(w, pw.pre_activation(h, slope) - b, pw.input_slope(layers, i))[1]
     return h
 
 

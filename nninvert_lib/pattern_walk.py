@@ -144,6 +144,13 @@ def top_output(layers: Sequence[Layer], z: np.ndarray) -> np.ndarray:
     return z - z.min() + 1.0 if layers[-1][2] is not None else z - z.mean()
 
 
+def pre_activation(h: np.ndarray, slope: float | None) -> np.ndarray:
+    """The pre-activation whose LeakyReLU of ``slope`` is ``h`` (any shape):
+    ``h`` with its negative entries divided by ``slope`` (``h`` itself where
+    ``slope`` is ``None``, a layer without one)."""
+    return h if slope is None else np.where(h >= 0, h, h / slope)
+
+
 def _slopes(a: np.ndarray, slope: float) -> np.ndarray:
     return np.where(a >= 0, 1.0, slope)
 
@@ -1046,7 +1053,7 @@ def backward_walk(layers: Sequence[Layer], z: np.ndarray, *, max_programs: int =
             if trace is not None:
                 trace.append((i, h.copy()))
             continue
-        a = h if slope is None else np.where(h >= 0, h, h / slope)
+        a = pre_activation(h, slope)
         h = np.linalg.lstsq(w, a - b, rcond=None)[0]
         if std > 0 and w.shape[1] > w.shape[0]:
             h = h + _null_noise(w, std * np.linalg.norm(h), gen)

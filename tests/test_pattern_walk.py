@@ -71,6 +71,14 @@ def test_only_linear_leaky_relu_chains_are_walked():
     assert not pattern_walk.walkable(wide)        # programs too large
 
 
+def test_pre_activation_inverts_the_leaky_relu():
+    h = np.array([-2.0, -0.5, 0.0, 3.0])
+    pre = pattern_walk.pre_activation(h, 0.01)
+    np.testing.assert_allclose(pre, [-200.0, -50.0, 0.0, 3.0])
+    np.testing.assert_allclose(torch.nn.functional.leaky_relu(torch.from_numpy(pre), 0.01), h)
+    assert pattern_walk.pre_activation(h, None) is h      # a layer without a LeakyReLU
+
+
 def test_walk_keeps_an_exact_preimage_and_never_worsens_it(deep_leaky):
     layers = _layers(deep_leaky)
     z = np.log(TEN[3].double().numpy())
