@@ -11,9 +11,9 @@ even float64 does.
 
 For each slope, width ratio (each layer ``ratio`` times as wide as the one
 before it, ending at 10) and depth, this builds the network with PyTorch's
-default initialisation (seed = depth), runs the default ``back_pass_inv`` on
-``target_distribution(c, 0.9)`` for c = 0..9, ``--n`` samples each (seed 1),
-and records the verified success rate, the largest input entry, how many
+default initialisation (seed = depth, or one network per ``--network-seeds``),
+runs the default ``back_pass_inv`` on ``target_distribution(c, 0.9)`` for
+c = 0..9, ``--n`` samples each (seed 1), and records the verified success rate, the largest input entry, how many
 targets its pattern walk (step 3, :mod:`nninvert_lib.pattern_walk`) ran on and
 how many of those verified, and the seconds per network. The walk is what
 takes the time: 1 s to a few minutes per target walked, on the deepest and
@@ -368,6 +368,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--max-width", type=int, default=3000,
                     help="skip networks whose input is wider (SVD time)")
     ap.add_argument("--n", type=int, default=4, help="samples per class")
+    ap.add_argument("--network-seeds", type=int, nargs="+", default=None, metavar="SEED",
+                    help="initialise one network per seed (default: one, seed = depth)")
     ap.add_argument("--continuation", action="store_true",
                     help="also measure the continuation in the slope (slope_continuation)")
     ap.add_argument("--stages", type=int, default=30, help="stages of either continuation")
@@ -395,15 +397,17 @@ def main(argv: list[str] | None = None) -> dict:
     rows = []
     for slope in args.slopes:
         for ratio in args.ratios:
-            for depth in args.depths:
+            for depth, net_seed in [(d, s) for d in args.depths
+                                    for s in (args.network_seeds or [d])]:
                 widths = narrowing_widths(depth, ratio)
                 if widths[0] > args.max_width:
                     continue
-                torch.manual_seed(depth)
+                torch.manual_seed(net_seed)
                 net = make_fcnn(widths, "leaky_relu", negative_slope=slope).eval()
                 t = time.perf_counter()
                 res = nni.back_pass_inv(net, target, n_samples=args.n, seed=1)
                 rows.append({"slope": slope, "ratio": ratio, "depth": depth,
+                             "network_seed": net_seed,
                              "input_width": widths[0], "success_rate": float(res.success_rate),
                              "max_abs_input": _largest_entry(res.inputs),
                              "walked": res.info["pattern_walks"],
@@ -458,10 +462,12 @@ def main(argv: list[str] | None = None) -> dict:
                 print(rows[-1], flush=True)
     out = {**run_header(), "n_per_class": args.n, "milp_bound": args.milp_bound,
            "rows": rows}
-    head = ("| slope | width ratio | depth | input width | verified | largest input entry | "
+    seeded = args.network_seeds is not None
+    head = ("| slope | width ratio | depth | " + ("network seed | " if seeded else "") +
+            "input width | verified | largest input entry | "
             f"targets walked: verified / walked | classes with fewer than {args.n} verified | "
             "seconds |")
-    rule = "|---:|---:|---:|---:|---:|---:|---:|---|---:|"
+    rule = "|---:|---:|---:|" + ("---:|" if seeded else "") + "---:|---:|---:|---:|---|---:|"
     if args.continuation:
         head += (" continuation: verified | its largest input entry | slope where LM "
                  "first stalls |")
@@ -486,7 +492,8 @@ def main(argv: list[str] | None = None) -> dict:
         rule += "---|---:|---:|"
     lines = [head, rule]
     for r in rows:
-        line = (f"| {r['slope']} | {r['ratio']} | {r['depth']} | {r['input_width']} | "
+        line = (f"| {r['slope']} | {r['ratio']} | {r['depth']} | "
+                + (f"{r['network_seed']} | " if seeded else "") + f"{r['input_width']} | "
                 f"{r['success_rate']:.0%} | {_largest(r['max_abs_input'])} | "
                 f"{r['walk_verified']} / {r['walked']} | "
                 f"{', '.join(map(str, r['classes_short'])) or '—'} | {r['seconds']:.1f} |")

@@ -63,6 +63,20 @@ def test_leaky_depth_table_reports_the_walked_targets(tmp_path):
     assert all(line.count("|") == table[0].count("|") for line in table)
 
 
+def test_leaky_depth_network_seeds_give_one_row_per_network(tmp_path):
+    """``--network-seeds`` initialises one network per seed at each depth (each row
+    names its seed, and the table gets a column for it); the networks differ."""
+    leaky_depth = bench_module("leaky_depth")
+    out = leaky_depth.main(["--slopes", "0.1", "--ratios", "0.5", "--depths", "2",
+                            "--n", "1", "--network-seeds", "5", "6", "--out", str(tmp_path)])
+    assert [(r["depth"], r["network_seed"]) for r in out["rows"]] == [(2, 5), (2, 6)]
+    table = next(tmp_path.glob("*-leaky-depth.md")).read_text().splitlines()
+    assert "| network seed |" in table[0]
+    assert [line.split("|")[4].strip() for line in table[2:]] == ["5", "6"]
+    assert all(line.count("|") == table[0].count("|") for line in table)
+    assert out["rows"][0]["max_abs_input"] != out["rows"][1]["max_abs_input"]
+
+
 def test_classes_short_names_the_targets_with_too_few_verified_samples():
     target = nni.target_distribution([0, 0, 1, 1, 2, 2], 0.9)
     ok = torch.tensor([True, True, True, False, False, False])
