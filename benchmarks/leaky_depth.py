@@ -87,6 +87,8 @@ target still verifies.
     python benchmarks/leaky_depth.py --slopes 0.01 --ratios 0.75 --depths 2 4 --milp-bound 1e4
     python benchmarks/leaky_depth.py --conditioning   # about 1 minute
     python benchmarks/leaky_depth.py --slopes 0.01 --ratios 0.75 --directions
+    python benchmarks/leaky_depth.py --slopes 0.01 --ratios 0.75 --depths 10 --network-seeds 1 2
+                                                      # two more networks, about 28 minutes
 
 Writes ``benchmarks/results/<date>-<host>-leaky-depth.{json,md}`` (or ``--out``).
 """
