@@ -22,7 +22,9 @@ widest networks only (1,100–1,500 s for the ten targets at slope 0.01, ratio 0
 depth 10; 2,500 s with ``--n 10``). Beyond the default grid, ``--slopes 0.01
 --ratios 0.75 --depths 11`` verifies 90% (4,400 s; 108 of 120 over three
 networks, ``--network-seeds 1 2`` adding 100% and 80%) and ``--depths 12`` 20%
-(6,250 s); ``--out`` keeps such runs from replacing the grid's file of the same day.
+(6,250 s); ``--out`` keeps such runs from replacing the grid's file of the same day,
+and ``--walk-seconds S`` stops each target's walk after about S seconds (the
+table then counts the targets that missed after their walk was stopped).
 
 ``--continuation`` also measures a global alternative: a continuation in the
 negative slope (:func:`slope_continuation`). At slope 1 the network is affine
@@ -353,6 +355,13 @@ def classes_short(res: nni.InversionResult, n: int) -> list[int]:
     return [int(c) for c in cls.unique() if int(res.converged[cls == c].sum()) < n]
 
 
+def walks_stopped(res: nni.InversionResult) -> int:
+    """How many targets in ``res`` missed after their pattern walk was stopped by
+    ``walk_seconds`` (their ``info["reasons"]`` say so)."""
+    index, reasons = res.info["target_index"], res.info["reasons"]
+    return len({int(index[j]) for j, why in enumerate(reasons) if "walk_seconds=" in why})
+
+
 def _largest_entry(x: torch.Tensor) -> float | None:
     """``max |x|`` in float64, or None where it is not finite (the input overflowed)."""
     big = float(x.double().abs().max())
@@ -374,6 +383,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--n", type=int, default=4, help="samples per class")
     ap.add_argument("--network-seeds", type=int, nargs="+", default=None, metavar="SEED",
                     help="initialise one network per seed (default: one, seed = depth)")
+    ap.add_argument("--walk-seconds", type=float, default=None, metavar="S",
+                    help="stop each target's pattern walk after about S seconds "
+                         "(back_pass_inv's walk_seconds; default: no limit)")
     ap.add_argument("--continuation", action="store_true",
                     help="also measure the continuation in the slope (slope_continuation)")
     ap.add_argument("--stages", type=int, default=30, help="stages of either continuation")
@@ -409,7 +421,8 @@ def main(argv: list[str] | None = None) -> dict:
                 torch.manual_seed(net_seed)
                 net = make_fcnn(widths, "leaky_relu", negative_slope=slope).eval()
                 t = time.perf_counter()
-                res = nni.back_pass_inv(net, target, n_samples=args.n, seed=1)
+                res = nni.back_pass_inv(net, target, n_samples=args.n, seed=1,
+                                        walk_seconds=args.walk_seconds)
                 rows.append({"slope": slope, "ratio": ratio, "depth": depth,
                              "network_seed": net_seed,
                              "input_width": widths[0], "success_rate": float(res.success_rate),
@@ -417,6 +430,7 @@ def main(argv: list[str] | None = None) -> dict:
                              "walked": res.info["pattern_walks"],
                              "walk_verified": res.info["pattern_walks_verified"],
                              "classes_short": classes_short(res, args.n),
+                             "walks_stopped": walks_stopped(res),
                              "seconds": time.perf_counter() - t})
                 if args.continuation:
                     t = time.perf_counter()
@@ -465,13 +479,16 @@ def main(argv: list[str] | None = None) -> dict:
                                                 args.milp_time_limit)
                 print(rows[-1], flush=True)
     out = {**run_header(), "n_per_class": args.n, "milp_bound": args.milp_bound,
-           "rows": rows}
+           "walk_seconds": args.walk_seconds, "rows": rows}
     seeded = args.network_seeds is not None
     head = ("| slope | width ratio | depth | " + ("network seed | " if seeded else "") +
             "input width | verified | largest input entry | "
             f"targets walked: verified / walked | classes with fewer than {args.n} verified | "
             "seconds |")
     rule = "|---:|---:|---:|" + ("---:|" if seeded else "") + "---:|---:|---:|---:|---|---:|"
+    if args.walk_seconds is not None:
+        head += f" walks stopped at {args.walk_seconds:g} s |"
+        rule += "---:|"
     if args.continuation:
         head += (" continuation: verified | its largest input entry | slope where LM "
                  "first stalls |")
@@ -501,6 +518,8 @@ def main(argv: list[str] | None = None) -> dict:
                 f"{r['success_rate']:.0%} | {_largest(r['max_abs_input'])} | "
                 f"{r['walk_verified']} / {r['walked']} | "
                 f"{', '.join(map(str, r['classes_short'])) or '—'} | {r['seconds']:.1f} |")
+        if args.walk_seconds is not None:
+            line += f" {r['walks_stopped']} |"
         c = r.get("continuation")
         if c:
             stall = "—" if c["first_failing_slope"] is None else f"{c['first_failing_slope']:.2g}"

@@ -85,6 +85,36 @@ def test_classes_short_names_the_targets_with_too_few_verified_samples():
     assert bench_module("leaky_depth").classes_short(res, 1) == [2]
 
 
+def test_walks_stopped_counts_the_targets_whose_walk_ran_out_of_time():
+    """A target counts once however many of its samples say that ``walk_seconds``
+    stopped its walk; other failures and verified samples do not count."""
+    target = nni.target_distribution([0, 0, 1, 1, 2, 2], 0.9)
+    ok = torch.tensor([False, False, False, True, False, False])
+    stopped = "pattern walk: ...; the walk stopped at walk_seconds=60 s: more time may find"
+    info = {"target_index": torch.tensor([0, 0, 1, 1, 2, 2]),
+            "reasons": [stopped, stopped, "lm: missed the target", "", stopped, "lm: missed"]}
+    res = nni.InversionResult(torch.zeros(6, 4), target.clone(), target, ok, info)
+    assert bench_module("leaky_depth").walks_stopped(res) == 2
+    info["reasons"] = ["lm: missed"] * 3 + [""] + ["lm: missed"] * 2
+    assert bench_module("leaky_depth").walks_stopped(res) == 0
+
+
+def test_leaky_depth_walk_seconds_bounds_the_walks_and_adds_a_column(tmp_path):
+    """``--walk-seconds`` reaches ``back_pass_inv``: at slope 1e-12 the walks need
+    far more than 1e-9 s, so every target that misses was stopped by the limit,
+    and the table counts those targets in a column of its own."""
+    leaky_depth = bench_module("leaky_depth")
+    out = leaky_depth.main(["--slopes", "1e-12", "--ratios", "0.75", "--depths", "3",
+                            "--n", "1", "--walk-seconds", "1e-9", "--out", str(tmp_path)])
+    row = out["rows"][0]
+    assert out["walk_seconds"] == 1e-9 and row["walked"] == 10
+    assert row["walks_stopped"] == len(row["classes_short"]) > 0
+    table = next(tmp_path.glob("*-leaky-depth.md")).read_text().splitlines()
+    assert "| walks stopped at 1e-09 s |" in table[0]
+    assert table[2].split("|")[-2].strip() == str(row["walks_stopped"])
+    assert all(line.count("|") == table[0].count("|") for line in table)
+
+
 def test_leaky_rounding_compares_the_roundings_and_the_evaluations(tmp_path):
     """``leaky_rounding.py``: per target, the errors of plain rounding, the greedy
     search and the successive stage never increase in that order, the absorbed
