@@ -70,7 +70,8 @@ fails, and still the paper's null-space sampling:
    (:func:`~nninvert_lib.pattern_walk.null_samples`).
    On the random LeakyReLU(0.01) network 55-41-31-23-17-13-10 this lifts 2% to
    100% (about 1 s per target walked; deeper and wider networks:
-   ``benchmarks/leaky_depth.py``; ``walk_seconds`` bounds a target's walks);
+   ``benchmarks/leaky_depth.py``; ``walk_seconds`` bounds a target's walks,
+   and again the draws around its walked preimage);
 4. every target gets ``seeds_per_target`` verified *anchors*: its verified
    backward samples, topped up by finishing failed samples with
    Levenberg–Marquardt (:func:`nninvert_lib.forward.levenberg_marquardt`, the
@@ -782,6 +783,11 @@ class _Finisher:
         self.walked = self.walk_verified = 0
         #: per target row whose walk did not verify: why (see :meth:`walk`)
         self.walk_notes: dict[int, str] = {}
+        #: target rows whose walk missed after running out of ``walk_seconds``
+        self.walks_stopped: list[int] = []
+        #: target rows whose walk verified but whose other samples were not all
+        #: drawn around it within ``walk_seconds``
+        self.draws_stopped: list[int] = []
         self.seconds_round = 0.0
         self.seconds_walk = 0.0
         n = len(t)
@@ -883,7 +889,9 @@ class _Finisher:
         regions). Where it verifies, the target's samples are drawn around it by
         :func:`~nninvert_lib.pattern_walk.region_samples` (random preimages in the
         walked preimage's activation region whose rounding bound stays near its
-        own); those that verify take the target's slots (stage ``"walk"``).
+        own; within ``walk_seconds`` again, if given, after which the samples
+        not yet drawn are left to the stages after the walk); those that verify
+        take the target's slots (stage ``"walk"``).
         Where it does not verify, ``walk_notes`` records why (:meth:`walk_note`)."""
         need = [r for r, g in good.items() if not g]
         if not need:
@@ -905,6 +913,7 @@ class _Finisher:
             if not ok[k]:
                 self.walk_notes[r] = self.walk_note(layers, xw[k], exact[k], self.t[first[k]])
                 if k in stopped:
+                    self.walks_stopped.append(r)
                     self.walk_notes[r] += (f"; the walk stopped at walk_seconds="
                                            f"{self.walk_seconds:g} s: more time may find "
                                            "a better preimage")
@@ -913,8 +922,13 @@ class _Finisher:
             z = torch.log(self.t[rows[0]].double().cpu()).numpy()
             draw = (pattern_walk.region_samples if pattern_walk.fits(layers)
                     else partial(pattern_walk.null_samples, std=self.std))
+            deadline = (None if self.walk_seconds is None
+                        else time.monotonic() + self.walk_seconds)
             xs, drawn = draw(layers, exact[k].numpy(), z, len(rows) - 1, self.gen,
-                             dtype=self.dtype, atol=self.atol)
+                             dtype=self.dtype, atol=self.atol, deadline=deadline)
+            if (deadline is not None and not drawn.all()
+                    and time.monotonic() >= deadline):
+                self.draws_stopped.append(r)
             xs = torch.cat([xw[k:k + 1], torch.from_numpy(xs).to(x)])
             hit = torch.cat([ok[k:k + 1], torch.from_numpy(drawn)])   # the walked one verified
             hit[1:] &= self.verified(xs[1:], self.t[rows[1:]]).cpu()
@@ -1124,10 +1138,14 @@ def back_pass_inv(model: nn.Module, target: torch.Tensor | Sequence, n_samples: 
             walk runs on (step 3; seconds to minutes each on deep LeakyReLU networks).
         walk_seconds: the time the pattern walk may spend on one target, after
             which it starts no further linear program, walk or rounding search
-            (one under way finishes first, so a target can overrun it);
-            ``None``: no limit. On a random LeakyReLU(0.01) network 12 layers
-            deep a target's walks can take more than half an hour; a target
-            whose walk ran out of time and missed says so in ``reasons``.
+            (one under way finishes first, so a target can overrun it), and
+            again the time the drawing of that target's other samples around a
+            verified walked preimage may take (those not drawn by then go on to
+            the stages after the walk); ``None``: no limit. On a random
+            LeakyReLU(0.01) network 12 layers deep a target's walks can take
+            more than half an hour; a target whose walk ran out of time and
+            missed says so in ``reasons`` and is listed in
+            ``info["walks_stopped"]``.
 
     Returns:
         :class:`~nninvert_lib.result.InversionResult`: ``inputs``
@@ -1136,7 +1154,10 @@ def back_pass_inv(model: nn.Module, target: torch.Tensor | Sequence, n_samples: 
         ``stage``, ``reasons``, ``paper_reasons``, ``retries``, ``target_index``
         (row of ``target`` per sample), ``layers`` (rank and κ per linear
         layer), ``seed``, ``seconds``, ``backward_redraws``, ``pattern_walks``,
-        ``pattern_walks_verified`` and counts per stage.
+        ``pattern_walks_verified``, ``walks_stopped`` and ``draws_stopped``
+        (the rows of ``target`` whose walk missed after running out of
+        ``walk_seconds``, and those whose walk verified but whose other samples
+        were not all drawn within it) and counts per stage.
 
     Raises:
         InversionError: invalid target (non-finite, ``<= 0``, rows not summing
@@ -1185,6 +1206,8 @@ def back_pass_inv(model: nn.Module, target: torch.Tensor | Sequence, n_samples: 
     anchored_retries = torch.zeros(n, dtype=torch.long)
     lm_restarts = redraws = walked = walk_verified = 0
     walk_notes: dict[int, str] = {}
+    walks_stopped: list[int] = []
+    draws_stopped: list[int] = []
     t_walk = t_round = 0.0
 
     x, in_range, paper_reasons, retries = _paper_pass(
@@ -1204,6 +1227,7 @@ def back_pass_inv(model: nn.Module, target: torch.Tensor | Sequence, n_samples: 
         lm_restarts, redraws = fin.lm_restarts, fin.redraws
         walked, walk_verified, t_walk = fin.walked, fin.walk_verified, fin.seconds_walk
         walk_notes = fin.walk_notes
+        walks_stopped, draws_stopped = fin.walks_stopped, fin.draws_stopped
         t_round = fin.seconds_round
         t_lm, t_anchor = fin.seconds_lm, fin.seconds_anchored
 
@@ -1239,7 +1263,8 @@ def back_pass_inv(model: nn.Module, target: torch.Tensor | Sequence, n_samples: 
         "layers": plan.describe(), "input_shape": shape,
         "lm_iterations": [i.get("iterations") for i in lm_info], "lm_restarts": lm_restarts,
         "backward_redraws": redraws, "pattern_walks": walked,
-        "pattern_walks_verified": walk_verified, "seconds_walk": t_walk,
+        "pattern_walks_verified": walk_verified, "walks_stopped": walks_stopped,
+        "draws_stopped": draws_stopped, "seconds_walk": t_walk,
         "seconds_round": t_round,
         "seconds_backward": t_paper, "seconds_lm": t_lm, "seconds_anchored": t_anchor,
         "seconds": time.perf_counter() - t_start,

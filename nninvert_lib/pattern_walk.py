@@ -1149,10 +1149,13 @@ def walk_preimages(layers: Sequence[Layer], targets: torch.Tensor, dtype: torch.
 
 def region_samples(layers: Sequence[Layer], anchor: np.ndarray, z: np.ndarray, n: int,
                    gen: torch.Generator, *, slack: float = 1.5, retries: int = 8,
-                   dtype: torch.dtype = torch.float32, atol: float = 1e-3
-                   ) -> tuple[np.ndarray, np.ndarray]:
+                   dtype: torch.dtype = torch.float32, atol: float = 1e-3,
+                   deadline: float | None = None) -> tuple[np.ndarray, np.ndarray]:
     """``n`` preimages ``(n, in)`` float64 of the logits ``z + k·1`` around the
     walked preimage ``anchor``, and which of them were drawn ``(n,)`` bool.
+    ``deadline``: a :func:`time.monotonic` time after which no further draw
+    starts (one under way finishes): the samples not drawn by then are the
+    anchor, marked not drawn.
 
     In the anchor's region the preimages whose first-order rounding bound is at
     most ``slack`` times the anchor's form a polytope (the ``"rounding"``
@@ -1192,6 +1195,8 @@ def region_samples(layers: Sequence[Layer], anchor: np.ndarray, z: np.ndarray, n
     out, drawn = np.repeat(anchor[None], n, axis=0), np.zeros(n, dtype=bool)
     for j in range(n):
         for attempt in range(retries + 1):
+            if _past(deadline):
+                return out, drawn
             weights = torch.randn(width, generator=gen, dtype=torch.float64).numpy()
             u = (float(torch.rand((), generator=gen, dtype=torch.float64)) or 1.0) / 2 ** attempt
             sol = _solve(np.concatenate([weights, np.zeros(len(cost) - width)]),
@@ -1199,24 +1204,26 @@ def region_samples(layers: Sequence[Layer], anchor: np.ndarray, z: np.ndarray, n
             if sol is None:
                 continue
             x = _newton(layers, anchor + u * S * sol[:width], z, steps=1)
-            x, score = round_preimage(layers, x, z, dtype, good=atol / 4, restarts=2, gen=gen)
+            x, score = round_preimage(layers, x, z, dtype, good=atol / 4, restarts=2, gen=gen,
+                                      deadline=deadline)
             if max(score, evaluation_error(layers, x, z)) <= 0.9 * atol:
                 out[j], drawn[j] = x, True
                 break
         if not drawn[j]:                 # the program does not resolve this anchor
             out[j:], drawn[j:] = null_samples(layers, anchor, z, n - j, gen, retries=retries,
-                                              dtype=dtype, atol=atol)
+                                              dtype=dtype, atol=atol, deadline=deadline)
             break
     return out, drawn
 
 
 def null_samples(layers: Sequence[Layer], anchor: np.ndarray, z: np.ndarray, n: int,
                  gen: torch.Generator, *, std: float = 0.1, retries: int = 8,
-                 dtype: torch.dtype = torch.float32, atol: float = 1e-3
-                 ) -> tuple[np.ndarray, np.ndarray]:
+                 dtype: torch.dtype = torch.float32, atol: float = 1e-3,
+                 deadline: float | None = None) -> tuple[np.ndarray, np.ndarray]:
     """``n`` preimages ``(n, in)`` of the logits ``z + k·1`` around the walked
     preimage ``anchor`` where :func:`region_samples`' program is too large (the
-    input is wide), and which of them were drawn ``(n,)`` bool.
+    input is wide), and which of them were drawn ``(n,)`` bool (``deadline``:
+    as in :func:`region_samples`).
 
     A sample is ``anchor + v``, ``v`` random in the null space of the first
     layer's weight with ``‖v‖ = std·‖anchor‖`` (the paper's null-space
@@ -1234,8 +1241,10 @@ def null_samples(layers: Sequence[Layer], anchor: np.ndarray, z: np.ndarray, n: 
     for j in range(n):
         size = std * np.linalg.norm(anchor)
         for _ in range(retries + 1):
+            if _past(deadline):
+                return out, drawn
             x, score = round_preimage(layers, anchor + _null_noise(w, size, gen), z, dtype,
-                                      good=atol / 4)
+                                      good=atol / 4, deadline=deadline)
             if max(score, evaluation_error(layers, x, z)) <= 0.9 * atol:
                 out[j], drawn[j] = x, True
                 break

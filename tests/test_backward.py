@@ -111,8 +111,10 @@ def test_a_walk_cut_short_by_walk_seconds_says_so():
     assert cut.info["pattern_walks"] == 1 and not cut.converged[0]
     assert "the walk stopped at walk_seconds=1e-09 s" in cut.info["reasons"][0]
     assert "pattern walk: its best preimage" in cut.info["reasons"][0]
+    assert cut.info["walks_stopped"] == [0] and cut.info["draws_stopped"] == []
     full = back_pass_inv(net, target_distribution(0), n_samples=1, seed=1)
     assert "walk_seconds" not in full.info["reasons"][0]
+    assert full.info["walks_stopped"] == []
 
 
 def test_progress_shows_a_bar_over_the_targets_the_pattern_walk_runs_on(capsys):

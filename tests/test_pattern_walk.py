@@ -1,5 +1,6 @@
 """Walking the activation regions of piecewise-linear networks (nninvert_lib.pattern_walk)."""
 import copy
+import time
 
 import numpy as np
 import pytest
@@ -310,6 +311,42 @@ def test_region_samples_fall_back_to_the_first_layers_null_space(deep_leaky, mon
     assert (np.linalg.norm(moves, axis=1) > 1e-3 * np.linalg.norm(anchor)).all()
     assert (np.linalg.norm(moves @ w.T, axis=1)
             <= 1e-5 * np.linalg.norm(w, 2) * np.linalg.norm(moves, axis=1)).all()
+
+
+@pytest.mark.parametrize("draw", ["region_samples", "null_samples"])
+def test_samples_past_their_deadline_are_not_drawn(deep_leaky, draw):
+    """With its ``deadline`` passed, neither sampler starts a draw: every row is
+    the anchor, marked not drawn, and no randomness is used."""
+    layers = _layers(deep_leaky)
+    t = TEN[3:4]
+    anchor = pattern_walk.walk_preimages(layers, t, torch.float32)[2][0].numpy()
+    z = np.log(t[0].double().numpy())
+    gen = torch.Generator().manual_seed(0)
+    state = gen.get_state()
+    xs, drawn = getattr(pattern_walk, draw)(layers, anchor, z, 3, gen,
+                                            deadline=time.monotonic() - 1)
+    assert not drawn.any()
+    np.testing.assert_array_equal(xs, np.repeat(anchor[None], 3, axis=0))
+    assert torch.equal(gen.get_state(), state)
+
+
+def test_walk_seconds_also_bounds_the_samples_drawn_around_a_walked_preimage(
+        deep_leaky, monkeypatch):
+    """The walk itself is let run without a limit here (and verifies); the draws
+    around it get ``walk_seconds`` of their own, 1e-9 s, so none is drawn: the
+    target is listed in ``draws_stopped``, its first sample is the walked one,
+    and later stages finish the other three."""
+    walk = pattern_walk.walk_preimages
+
+    def unlimited(*args, **kwargs):
+        return walk(*args, **{**kwargs, "seconds": None})
+
+    monkeypatch.setattr(pattern_walk, "walk_preimages", unlimited)
+    res = back_pass_inv(deep_leaky, TEN[3], n_samples=4, seed=1, walk_seconds=1e-9)
+    assert res.info["pattern_walks_verified"] == 1
+    assert res.info["walks_stopped"] == [] and res.info["draws_stopped"] == [0]
+    assert res.info["stage"][0] == "walk" and "walk" not in res.info["stage"][1:]
+    assert res.converged.all(), res.info["reasons"]
 
 
 @pytest.fixture(scope="module")
