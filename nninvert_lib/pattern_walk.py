@@ -499,7 +499,7 @@ def round_preimage(layers: Sequence[Layer], x: np.ndarray, z: np.ndarray,
     null space of the centred ``A`` by about 4 ulps (still a preimage, rounded
     differently), and keeps the best. ``deadline``: a :func:`time.monotonic`
     time after which none of these further searches starts (the first greedy
-    search always runs).
+    search always runs) and the absorbed rounding absorbs no further entry.
     """
     best = _round_greedy(layers, x, z, dtype, good, max_steps, candidates)
     exact = best[1] > good and _probability_error(forward(layers, x)[1], z) <= good
@@ -510,7 +510,7 @@ def round_preimage(layers: Sequence[Layer], x: np.ndarray, z: np.ndarray,
             best = trial
     if absorbed and exact and best[1] > good and absorbers(layers, dtype) and not _past(deadline):
         trial = absorbed_rounding(layers, x, z, dtype, good=good, max_steps=max_steps,
-                                  candidates=candidates)
+                                  candidates=candidates, deadline=deadline)
         if trial[1] < best[1]:
             best = trial
     if restarts and best[1] > good:
@@ -676,12 +676,15 @@ def _absorb_soft(a_ub, b_ub, a_eq, target, free, unit):
 
 def absorbed_rounding(layers: Sequence[Layer], x: np.ndarray, z: np.ndarray,
                       dtype: torch.dtype, *, count: int | None = None, good: float = 2.5e-4,
-                      max_steps: int = 400, candidates: int = 256
-                      ) -> tuple[np.ndarray, float]:
+                      max_steps: int = 400, candidates: int = 256,
+                      deadline: float | None = None) -> tuple[np.ndarray, float]:
     """The preimage ``x`` ``(in,)`` of the logits ``z + k·1`` rounded to ``dtype``
     one entry at a time, each rounding absorbed exactly by the entries still
     free; then polished like :func:`round_preimage`. Returns the input (float64
-    holding ``dtype`` values) and its largest probability error.
+    holding ``dtype`` values) and its largest probability error. ``deadline``:
+    a :func:`time.monotonic` time after which no further entry is absorbed
+    (one program per entry, each a linear program over the whole network):
+    the entries left are rounded to nearest, and the polish starts from there.
 
     Rounding a large preimage all at once moves the logits by far more than
     the target allows, and on the deep LeakyReLU(0.01) networks the region of
@@ -727,9 +730,11 @@ def absorbed_rounding(layers: Sequence[Layer], x: np.ndarray, z: np.ndarray,
     unit = torch.finfo(dtype).eps * 2.0 ** np.floor(np.log2(np.abs(x).max()))
     free = np.ones(len(x), dtype=bool)
     todo = [j for j in np.argsort(-np.abs(x)) if not zeroed[j]]
-    while todo:
+    while todo and not _past(deadline):
         deferred = []
         for j in todo:
+            if _past(deadline):
+                break
             free[j] = False
             best, best_size = None, np.inf
             lin = _linearize(layers, x, z)
@@ -746,8 +751,12 @@ def absorbed_rounding(layers: Sequence[Layer], x: np.ndarray, z: np.ndarray,
                 deferred.append(j)
             else:
                 x = best
+        if _past(deadline):
+            break
         if len(deferred) == len(todo):     # no progress: the smallest miss, one at a time
             for j in deferred:
+                if _past(deadline):
+                    break
                 free[j] = False
                 best, best_miss = None, np.inf
                 lin = _linearize(layers, x, z)

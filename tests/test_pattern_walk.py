@@ -1,6 +1,7 @@
 """Walking the activation regions of piecewise-linear networks (nninvert_lib.pattern_walk)."""
 import copy
 import time
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -544,6 +545,29 @@ def test_absorbed_rounding_rounds_what_the_greedy_search_cannot(inflated):
     # round_preimage runs it where its other stages miss, and keeps the better answer
     _, default = pattern_walk.round_preimage(layers, x, z, torch.float32)
     assert default <= err
+
+
+def test_absorbed_rounding_absorbs_no_entry_after_its_deadline(inflated, monkeypatch):
+    """A clock that reads the number of programs solved so far: with the deadline
+    at 3, the entry whose programs take it there is the last one absorbed (two
+    programs per entry, one per neighbouring float32 value), and the rest are
+    rounded to nearest and polished: a float32 input all the same."""
+    _, layers, z, x = inflated
+    calls, absorb = [], pattern_walk._absorb
+
+    def spy(*args, **kwargs):
+        calls.append(1)
+        return absorb(*args, **kwargs)
+
+    monkeypatch.setattr(pattern_walk, "_absorb", spy)
+    monkeypatch.setattr(pattern_walk, "time", SimpleNamespace(monotonic=lambda: len(calls)))
+    xr, err = pattern_walk.absorbed_rounding(layers, x, z, torch.float32, deadline=3)
+    assert len(calls) == 4
+    np.testing.assert_array_equal(xr, xr.astype(np.float32))
+    assert np.isfinite(err)
+    calls.clear()
+    pattern_walk.absorbed_rounding(layers, x, z, torch.float32, deadline=0)
+    assert calls == []
 
 
 def test_extended_error_matches_float64_on_a_small_network():
