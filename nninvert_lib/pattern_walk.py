@@ -730,7 +730,7 @@ def absorbed_rounding(layers: Sequence[Layer], x: np.ndarray, z: np.ndarray,
     unit = torch.finfo(dtype).eps * 2.0 ** np.floor(np.log2(np.abs(x).max()))
     free = np.ones(len(x), dtype=bool)
     todo = [j for j in np.argsort(-np.abs(x)) if not zeroed[j]]
-    while todo and not _past(deadline):
+    while todo:
         deferred = []
         for j in todo:
             if _past(deadline):
