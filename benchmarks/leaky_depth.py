@@ -24,11 +24,12 @@ depth 10; 2,500 s with ``--n 10``). Beyond the default grid, ``--slopes 0.01
 networks, ``--network-seeds 1 2`` adding 100% and 80%) and ``--depths 12`` 20%
 (6,250 s; ``--network-seeds 2 --walk-seconds 480`` 60%, 7,900 s). ``--out``
 keeps such runs from replacing the grid's file of the same day, and
-``--walk-seconds S`` stops each target's walk after about S seconds, and the
+``--walk-seconds S`` stops each target's walk after about S seconds, the
 drawing of its other samples around a verified walked preimage after about S
-more (the table then counts the targets that missed after their walk was
-stopped; the JSON also records, as ``draws_stopped``, how many targets'
-draws were stopped).
+more, and the final rounding of its samples that still miss after about S
+more again (the table then counts the targets that missed after their walk
+was stopped; the JSON also records, as ``draws_stopped`` and
+``roundings_stopped``, how many targets' draws and roundings were stopped).
 
 ``--continuation`` also measures a global alternative: a continuation in the
 negative slope (:func:`slope_continuation`). At slope 1 the network is affine
@@ -437,6 +438,7 @@ def main(argv: list[str] | None = None) -> dict:
                              "classes_short": classes_short(res, args.n),
                              "walks_stopped": walks_stopped(res),
                              "draws_stopped": len(res.info["draws_stopped"]),
+                             "roundings_stopped": len(res.info["roundings_stopped"]),
                              "seconds": time.perf_counter() - t})
                 if args.continuation:
                     t = time.perf_counter()

@@ -99,8 +99,8 @@ fails, and still the paper's null-space sampling:
    solve keeps them out of the step). What still fails is finished by LM;
 6. on a Linear/LeakyReLU network, a sample that still misses (typically a
    float64 preimage that float32 rounding spoils) is rounded entry by entry
-   (:func:`~nninvert_lib.pattern_walk.round_preimage`, stage ``"rounded"``);
-   on random LeakyReLU(0.01) networks of widths 31-23-17-13-10 and
+   (:func:`~nninvert_lib.pattern_walk.round_preimage`, stage ``"rounded"``;
+   within ``walk_seconds`` per target, if given); on random LeakyReLU(0.01) networks of widths 31-23-17-13-10 and
    640-320-160-80-40-20-10 this rescues the one sample in 40 that missed;
 7. everything is verified with :func:`~nninvert_lib.result.verify`.
 
@@ -788,6 +788,9 @@ class _Finisher:
         #: target rows whose walk verified but whose other samples were not all
         #: drawn around it within ``walk_seconds``
         self.draws_stopped: list[int] = []
+        #: target rows with a sample that still missed when the final rounding
+        #: ran out of ``walk_seconds``
+        self.roundings_stopped: list[int] = []
         self.seconds_round = 0.0
         self.seconds_walk = 0.0
         n = len(t)
@@ -1051,22 +1054,41 @@ class _Finisher:
         """On a Linear/LeakyReLU network, each sample that still does not verify
         (a float64 preimage, or near one, that float32 rounding spoils) is
         rounded by :func:`~nninvert_lib.pattern_walk.round_preimage`; those that
-        then verify take stage ``"rounded"``."""
+        then verify take stage ``"rounded"``. With ``walk_seconds``, the
+        rounding of a target's samples gets that time too: past it, no further
+        search starts and no further sample of the target is rounded (its
+        row goes to ``roundings_stopped``)."""
         layers = pattern_walk.piecewise_layers(self.plan.steps)
         if layers is None:
             return
         t0 = time.perf_counter()
         missed = (~self.verified(x, self.t)).nonzero().flatten().tolist()
+        deadlines: dict[int, float] = {}
         for j in missed:
+            r = int(self.target_index[j])
             xj = x[j].double().cpu().numpy()
             if not np.isfinite(xj).all():
                 continue
+            if self.walk_seconds is not None:
+                deadline = deadlines.setdefault(r, time.monotonic() + self.walk_seconds)
+                if time.monotonic() >= deadline:
+                    self._rounding_stopped(r)
+                    continue
+            else:
+                deadline = None
             z = torch.log(self.t[j].double().cpu()).numpy()
-            xr, err = pattern_walk.round_preimage(layers, xj, z, self.dtype, good=self.atol / 4)
+            xr, err = pattern_walk.round_preimage(layers, xj, z, self.dtype, good=self.atol / 4,
+                                                  deadline=deadline)
             xr = torch.from_numpy(xr).to(x)
             if err <= 0.9 * self.atol and bool(self.verified(xr[None], self.t[j:j + 1])[0]):
                 x[j], stage[j] = xr, "rounded"
+            elif deadline is not None and time.monotonic() >= deadline:
+                self._rounding_stopped(r)
         self.seconds_round += time.perf_counter() - t0
+
+    def _rounding_stopped(self, r: int) -> None:
+        if r not in self.roundings_stopped:
+            self.roundings_stopped.append(r)
 
 
 # --------------------------------------------------------------------------- the API
@@ -1141,11 +1163,14 @@ def back_pass_inv(model: nn.Module, target: torch.Tensor | Sequence, n_samples: 
             (one under way finishes first, so a target can overrun it), and
             again the time the drawing of that target's other samples around a
             verified walked preimage may take (those not drawn by then go on to
-            the stages after the walk); ``None``: no limit. On a random
+            the stages after the walk), and again the time the final rounding
+            of that target's samples that still miss may take (step 6; past
+            it no further sample is rounded); ``None``: no limit. On a random
             LeakyReLU(0.01) network 12 layers deep a target's walks can take
             more than half an hour; a target whose walk ran out of time and
             missed says so in ``reasons`` and is listed in
-            ``info["walks_stopped"]``.
+            ``info["walks_stopped"]``, and one whose rounding ran out of time
+            with a sample still missing likewise (``info["roundings_stopped"]``).
 
     Returns:
         :class:`~nninvert_lib.result.InversionResult`: ``inputs``
@@ -1154,10 +1179,12 @@ def back_pass_inv(model: nn.Module, target: torch.Tensor | Sequence, n_samples: 
         ``stage``, ``reasons``, ``paper_reasons``, ``retries``, ``target_index``
         (row of ``target`` per sample), ``layers`` (rank and κ per linear
         layer), ``seed``, ``seconds``, ``backward_redraws``, ``pattern_walks``,
-        ``pattern_walks_verified``, ``walks_stopped`` and ``draws_stopped``
-        (the rows of ``target`` whose walk missed after running out of
-        ``walk_seconds``, and those whose walk verified but whose other samples
-        were not all drawn within it) and counts per stage.
+        ``pattern_walks_verified``, ``walks_stopped``, ``draws_stopped`` and
+        ``roundings_stopped`` (the rows of ``target`` whose walk missed after
+        running out of ``walk_seconds``, those whose walk verified but whose
+        other samples were not all drawn within it, and those with a sample
+        still missing when the final rounding ran out of it) and counts per
+        stage.
 
     Raises:
         InversionError: invalid target (non-finite, ``<= 0``, rows not summing
@@ -1208,6 +1235,7 @@ def back_pass_inv(model: nn.Module, target: torch.Tensor | Sequence, n_samples: 
     walk_notes: dict[int, str] = {}
     walks_stopped: list[int] = []
     draws_stopped: list[int] = []
+    roundings_stopped: list[int] = []
     t_walk = t_round = 0.0
 
     x, in_range, paper_reasons, retries = _paper_pass(
@@ -1228,6 +1256,7 @@ def back_pass_inv(model: nn.Module, target: torch.Tensor | Sequence, n_samples: 
         walked, walk_verified, t_walk = fin.walked, fin.walk_verified, fin.seconds_walk
         walk_notes = fin.walk_notes
         walks_stopped, draws_stopped = fin.walks_stopped, fin.draws_stopped
+        roundings_stopped = fin.roundings_stopped
         t_round = fin.seconds_round
         t_lm, t_anchor = fin.seconds_lm, fin.seconds_anchored
 
@@ -1252,6 +1281,9 @@ def back_pass_inv(model: nn.Module, target: torch.Tensor | Sequence, n_samples: 
         note = walk_notes.get(int(target_index[j])) if not conv[j] else None
         if note:
             reasons[j] += "; " + note
+        if not conv[j] and int(target_index[j]) in roundings_stopped:
+            reasons[j] += (f"; the final rounding of this target's samples stopped at "
+                           f"walk_seconds={walk_seconds:g} s")
     counts = {k: sum(1 for j in range(n) if stage[j] == k and conv[j])
               for k in ("backward", "walk", "lm", "anchored", "rounded")}
     info = {
@@ -1264,7 +1296,8 @@ def back_pass_inv(model: nn.Module, target: torch.Tensor | Sequence, n_samples: 
         "lm_iterations": [i.get("iterations") for i in lm_info], "lm_restarts": lm_restarts,
         "backward_redraws": redraws, "pattern_walks": walked,
         "pattern_walks_verified": walk_verified, "walks_stopped": walks_stopped,
-        "draws_stopped": draws_stopped, "seconds_walk": t_walk,
+        "draws_stopped": draws_stopped, "roundings_stopped": roundings_stopped,
+        "seconds_walk": t_walk,
         "seconds_round": t_round,
         "seconds_backward": t_paper, "seconds_lm": t_lm, "seconds_anchored": t_anchor,
         "seconds": time.perf_counter() - t_start,

@@ -105,16 +105,19 @@ def test_a_failed_pattern_walk_says_how_far_its_preimage_misses_and_why(slope, w
 def test_a_walk_cut_short_by_walk_seconds_says_so():
     """The walk on this net fails with time or without; with ``walk_seconds``
     it solves no program after its time is up, and the failed sample's reason
-    says that more time may do better. Without the limit it does not say so."""
+    says that more time may do better; nor is the sample rounded at the end,
+    which the reason also says. Without the limit it says neither."""
     net = _random_leaky_net((24, 18, 13, 10), slope=1e-12, seed=0)
     cut = back_pass_inv(net, target_distribution(0), n_samples=1, seed=1, walk_seconds=1e-9)
     assert cut.info["pattern_walks"] == 1 and not cut.converged[0]
     assert "the walk stopped at walk_seconds=1e-09 s" in cut.info["reasons"][0]
     assert "pattern walk: its best preimage" in cut.info["reasons"][0]
     assert cut.info["walks_stopped"] == [0] and cut.info["draws_stopped"] == []
+    assert cut.info["roundings_stopped"] == [0]     # nor has the final rounding time
+    assert "the final rounding of this target's samples stopped" in cut.info["reasons"][0]
     full = back_pass_inv(net, target_distribution(0), n_samples=1, seed=1)
     assert "walk_seconds" not in full.info["reasons"][0]
-    assert full.info["walks_stopped"] == []
+    assert full.info["walks_stopped"] == [] and full.info["roundings_stopped"] == []
 
 
 def test_progress_shows_a_bar_over_the_targets_the_pattern_walk_runs_on(capsys):

@@ -109,6 +109,7 @@ def test_leaky_depth_walk_seconds_bounds_the_walks_and_adds_a_column(tmp_path):
     assert out["walk_seconds"] == 1e-9 and row["walked"] == 10
     assert row["walks_stopped"] == len(row["classes_short"]) > 0
     assert 0 <= row["draws_stopped"] <= row["walk_verified"]
+    assert row["roundings_stopped"] == len(row["classes_short"])   # none rounded at the end
     table = next(tmp_path.glob("*-leaky-depth.md")).read_text().splitlines()
     assert "| walks stopped at 1e-09 s |" in table[0]
     assert table[2].split("|")[-2].strip() == str(row["walks_stopped"])

@@ -333,16 +333,23 @@ def test_samples_past_their_deadline_are_not_drawn(deep_leaky, draw):
 
 def test_walk_seconds_also_bounds_the_samples_drawn_around_a_walked_preimage(
         deep_leaky, monkeypatch):
-    """The walk itself is let run without a limit here (and verifies); the draws
-    around it get ``walk_seconds`` of their own, 1e-9 s, so none is drawn: the
-    target is listed in ``draws_stopped``, its first sample is the walked one,
-    and later stages finish the other three."""
+    """The walk itself is let run without a limit here (and verifies), and so is
+    the final rounding; the draws around the walked preimage get
+    ``walk_seconds`` of their own, 1e-9 s, so none is drawn: the target is
+    listed in ``draws_stopped``, its first sample is the walked one, and later
+    stages finish the other three."""
     walk = pattern_walk.walk_preimages
+    round_missed = backward._Finisher.round_missed
 
     def unlimited(*args, **kwargs):
         return walk(*args, **{**kwargs, "seconds": None})
 
+    def round_unlimited(fin, *args):
+        fin.walk_seconds = None
+        return round_missed(fin, *args)
+
     monkeypatch.setattr(pattern_walk, "walk_preimages", unlimited)
+    monkeypatch.setattr(backward._Finisher, "round_missed", round_unlimited)
     res = back_pass_inv(deep_leaky, TEN[3], n_samples=4, seed=1, walk_seconds=1e-9)
     assert res.info["pattern_walks_verified"] == 1
     assert res.info["walks_stopped"] == [] and res.info["draws_stopped"] == [0]
@@ -448,6 +455,41 @@ def test_back_pass_inv_rounds_the_samples_that_still_miss(deep_leaky, unrounded_
     assert stage == ["lm" if ok else "rounded" for ok in before.tolist()]
     assert stage.count("rounded") == int((~before).sum()) >= 2
     assert sum(p > 1e-3 for p in plain) >= 2
+
+
+def test_walk_seconds_bounds_the_final_rounding_of_a_targets_samples(deep_leaky, unrounded_walks):
+    """With ``walk_seconds`` the final rounding of one target's samples shares
+    that time. Here the ten walked preimages are filed under one target row.
+    With 1e-9 s no sample is rounded and the row is listed in
+    ``roundings_stopped``; with ample time every missed sample is rounded,
+    each search given the target's one deadline, as without a limit."""
+    plan = plan_back_pass(deep_leaky)
+    xs, _ = unrounded_walks
+    calls = []
+    rounder = pattern_walk.round_preimage
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs["deadline"])
+        return rounder(*args, **kwargs)
+
+    def round_all(walk_seconds):
+        fin = backward._Finisher(deep_leaky, plan, TEN.double(), torch.zeros(10, dtype=torch.long),
+                                 (55,), torch.float32, 0.1, 1e-3, 2, 30,
+                                 torch.Generator().manual_seed(0), walk_seconds=walk_seconds)
+        x, stage = torch.from_numpy(xs.copy()), ["lm"] * 10
+        missed = int((~fin.verified(x, TEN.double())).sum())
+        calls.clear()
+        fin.round_missed(x, stage)
+        return fin, stage, missed
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(pattern_walk, "round_preimage", spy)
+        fin, stage, missed = round_all(1e-9)
+        assert missed >= 2 and calls == []
+        assert "rounded" not in stage and fin.roundings_stopped == [0]
+        fin, stage, _ = round_all(1e6)
+        assert len(calls) == missed and len(set(calls)) == 1 and calls[0] is not None
+        assert stage.count("rounded") == missed and fin.roundings_stopped == []
 
 
 def test_wide_inputs_walk_the_narrow_layers_and_sample_the_input_null_space(
