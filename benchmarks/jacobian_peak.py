@@ -7,7 +7,9 @@ matrix products. This counts the products' floating-point operations of one
 Jacobian per image, ``F`` (:class:`MatmulFlops`, with the counts of
 ``torch.utils.flop_counter``; the same in bfloat16), times the products of the shapes the model
 multiplies (and a 2048-cube) to find the machine's peak rate ``P`` in float32
-and in bfloat16 (one thread, the best rate of those shapes), and times one
+and in bfloat16 (one thread, the best rate of those shapes; on a CPU without
+bfloat16 instructions, where a bfloat16 2048-cube takes minutes, with their
+rows cut to about a second's work: :func:`peak_rate`), and times one
 Jacobian per image as LM computes it (batch ``10 · n``) beside them:
 *efficiency* is ``F / P`` over that time (for SciPy: over its time per Jacobian
 evaluated, everything else it does included). ``Jacobians at 20×`` is how few
@@ -87,11 +89,27 @@ def jacobian_flops(jacobian, images: int) -> float:
     return counter.flops / images
 
 
-def peak_rate(shapes: list[tuple[int, int, int]], dtype: torch.dtype) -> float:
-    """FLOP/s of the fastest of ``(m, k) @ (k, n)`` products in ``dtype`` (one thread)."""
+#: about the longest one product of :func:`peak_rate` may take, in seconds
+PRODUCT_SECONDS = 1.0
+
+
+def peak_rate(shapes: list[tuple[int, int, int]], dtype: torch.dtype,
+              product_seconds: float | None = None) -> float:
+    """FLOP/s of the fastest of ``(m, k) @ (k, n)`` products in ``dtype`` (one thread).
+
+    Where ``dtype`` is slow on this machine (bfloat16 on a CPU without bfloat16
+    instructions: a 2048-cube takes minutes), a product's rows ``m`` are cut so
+    that it takes about ``product_seconds`` (default :data:`PRODUCT_SECONDS`),
+    judged from the rate of a 256-cube; the rate of a product hardly depends
+    on its rows once it has a few dozen."""
+    if product_seconds is None:
+        product_seconds = PRODUCT_SECONDS
+    gen = torch.Generator().manual_seed(0)
+    a = torch.randn(256, 256, generator=gen).to(dtype)
+    probe = 2 * 256 ** 3 / per_call(lambda: a @ a, min_seconds=0.05)
     best = 0.0
     for m, k, n in shapes:
-        gen = torch.Generator().manual_seed(0)
+        m = max(1, min(m, int(product_seconds * probe / (2 * k * n))))
         a = torch.randn(m, k, generator=gen).to(dtype)
         b = torch.randn(k, n, generator=gen).to(dtype)
         best = max(best, 2 * m * k * n / per_call(lambda: a @ b, min_seconds=0.3))

@@ -498,9 +498,30 @@ def test_forward_report_sets_lm_with_broyden_beside_the_default_and_judges_the_d
         "| — | — | — | — |")
 
 
+def test_peak_rate_cuts_the_rows_of_products_too_slow_in_their_dtype(monkeypatch):
+    """A product whose dtype is slow here (judged from a 256-cube) keeps only the
+    rows that fit ``product_seconds``; a fast one keeps all of them."""
+    jp = bench_module("jacobian_peak")
+    shapes = []
+
+    def one_second(fn, **kwargs):
+        shapes.append(tuple(fn().shape))
+        return 1.0
+
+    monkeypatch.setattr(jp, "per_call", one_second)
+    rate = jp.peak_rate([(5000, 64, 32), (3, 64, 32)], torch.float32, product_seconds=2.0)
+    # the 256-cube ran at 2·256³ FLOP/s, so 2 s hold 2·2·256³ / (2·64·32) = 16,384 rows
+    assert shapes == [(256, 256), (5000, 32), (3, 32)]
+    assert rate == 2 * 5000 * 64 * 32
+    shapes.clear()
+    jp.peak_rate([(5000, 64, 32)], torch.float32, product_seconds=0.1)
+    assert shapes == [(256, 256), (int(0.1 * 2 * 256 ** 3 / (2 * 64 * 32)), 32)]
+
+
 def test_jacobian_peak_counts_a_jacobians_products_and_bounds_lm_by_the_peak(
         tmp_path, monkeypatch, tiny_vit):
     jp = bench_module("jacobian_peak")
+    monkeypatch.setattr(jp, "PRODUCT_SECONDS", 0.05)   # products of ~50 ms are enough here
     roofline = bench_module("roofline")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
