@@ -100,8 +100,9 @@ fails, and still the paper's null-space sampling:
 6. on a Linear/LeakyReLU network, a sample that still misses (typically a
    float64 preimage that float32 rounding spoils) is rounded entry by entry
    (:func:`~nninvert_lib.pattern_walk.round_preimage`, stage ``"rounded"``;
-   within ``walk_seconds`` per target, if given); on random LeakyReLU(0.01) networks of widths 31-23-17-13-10 and
-   640-320-160-80-40-20-10 this rescues the one sample in 40 that missed;
+   within ``walk_seconds`` per target, if given); on random LeakyReLU(0.01)
+   networks of widths 31-23-17-13-10 and 640-320-160-80-40-20-10 this
+   rescues the one sample in 40 that missed;
 7. everything is verified with :func:`~nninvert_lib.result.verify`.
 
 Measured (trained ``paper``-profile FCNNs, targets ``target_distribution(c, 0.9)``
@@ -929,8 +930,7 @@ class _Finisher:
                         else time.monotonic() + self.walk_seconds)
             xs, drawn = draw(layers, exact[k].numpy(), z, len(rows) - 1, self.gen,
                              dtype=self.dtype, atol=self.atol, deadline=deadline)
-            if (deadline is not None and not drawn.all()
-                    and time.monotonic() >= deadline):
+            if not drawn.all() and pattern_walk.past_deadline(deadline):
                 self.draws_stopped.append(r)
             xs = torch.cat([xw[k:k + 1], torch.from_numpy(xs).to(x)])
             hit = torch.cat([ok[k:k + 1], torch.from_numpy(drawn)])   # the walked one verified
@@ -1069,20 +1069,18 @@ class _Finisher:
             xj = x[j].double().cpu().numpy()
             if not np.isfinite(xj).all():
                 continue
-            if self.walk_seconds is not None:
-                deadline = deadlines.setdefault(r, time.monotonic() + self.walk_seconds)
-                if time.monotonic() >= deadline:
-                    self._rounding_stopped(r)
-                    continue
-            else:
-                deadline = None
+            deadline = (None if self.walk_seconds is None
+                        else deadlines.setdefault(r, time.monotonic() + self.walk_seconds))
+            if pattern_walk.past_deadline(deadline):
+                self._rounding_stopped(r)
+                continue
             z = torch.log(self.t[j].double().cpu()).numpy()
             xr, err = pattern_walk.round_preimage(layers, xj, z, self.dtype, good=self.atol / 4,
                                                   deadline=deadline)
             xr = torch.from_numpy(xr).to(x)
             if err <= 0.9 * self.atol and bool(self.verified(xr[None], self.t[j:j + 1])[0]):
                 x[j], stage[j] = xr, "rounded"
-            elif deadline is not None and time.monotonic() >= deadline:
+            elif pattern_walk.past_deadline(deadline):
                 self._rounding_stopped(r)
         self.seconds_round += time.perf_counter() - t0
 

@@ -126,7 +126,7 @@ def piecewise_layers(steps: Sequence) -> list[Layer] | None:
     return [tuple(layer) for layer in layers] if layers else None
 
 
-def _past(deadline: float | None) -> bool:
+def past_deadline(deadline: float | None) -> bool:
     """Whether the :func:`time.monotonic` time ``deadline`` (``None``: none) has passed."""
     return deadline is not None and time.monotonic() >= deadline
 
@@ -503,12 +503,12 @@ def round_preimage(layers: Sequence[Layer], x: np.ndarray, z: np.ndarray,
     """
     best = _round_greedy(layers, x, z, dtype, good, max_steps, candidates)
     exact = best[1] > good and _probability_error(forward(layers, x)[1], z) <= good
-    if successive and exact and fits(layers) and not _past(deadline):
+    if successive and exact and fits(layers) and not past_deadline(deadline):
         trial = _round_greedy(layers, _round_successive(layers, x, z, dtype), z, dtype,
                               good, max_steps, candidates)
         if trial[1] < best[1]:
             best = trial
-    if absorbed and exact and best[1] > good and absorbers(layers, dtype) and not _past(deadline):
+    if absorbed and exact and best[1] > good and absorbers(layers, dtype) and not past_deadline(deadline):
         trial = absorbed_rounding(layers, x, z, dtype, good=good, max_steps=max_steps,
                                   candidates=candidates, deadline=deadline)
         if trial[1] < best[1]:
@@ -518,7 +518,7 @@ def round_preimage(layers: Sequence[Layer], x: np.ndarray, z: np.ndarray,
         null = np.linalg.svd(A - A.mean(axis=0))[2][len(z) - 1:].T
         size = 4 * torch.finfo(dtype).eps * np.abs(x).max()
         for _ in range(restarts):
-            if _past(deadline):
+            if past_deadline(deadline):
                 break
             v = null @ torch.randn(null.shape[1], generator=gen, dtype=torch.float64).numpy()
             start = _newton(layers, x + size * v / np.abs(v).max(), z)
@@ -733,7 +733,7 @@ def absorbed_rounding(layers: Sequence[Layer], x: np.ndarray, z: np.ndarray,
     while todo:
         deferred = []
         for j in todo:
-            if _past(deadline):
+            if past_deadline(deadline):
                 break
             free[j] = False
             best, best_size = None, np.inf
@@ -751,11 +751,11 @@ def absorbed_rounding(layers: Sequence[Layer], x: np.ndarray, z: np.ndarray,
                 deferred.append(j)
             else:
                 x = best
-        if _past(deadline):
+        if past_deadline(deadline):
             break
         if len(deferred) == len(todo):     # no progress: the smallest miss, one at a time
             for j in deferred:
-                if _past(deadline):
+                if past_deadline(deadline):
                     break
                 free[j] = False
                 best, best_miss = None, np.inf
@@ -864,7 +864,7 @@ def walk_patterns(layers: Sequence[Layer], x: np.ndarray, z: np.ndarray, *,
     for _ in range(max_programs):
         if objective == "rounding" and best_score <= good:
             break
-        if _past(deadline):
+        if past_deadline(deadline):
             break
         new = _region_program(layers, signs, z, objective, current, input_slope)
         if new is not None:
@@ -1129,7 +1129,7 @@ def walk_preimages(layers: Sequence[Layer], targets: torch.Tensor, dtype: torch.
         best, best_score = None, np.inf
         k = 0
         while k < len(walks):
-            if k and _past(deadline):
+            if k and past_deadline(deadline):
                 break
             noise, objective, draws, top = walks[k]
             k += 1
@@ -1150,7 +1150,7 @@ def walk_preimages(layers: Sequence[Layer], targets: torch.Tensor, dtype: torch.
         xs.append(best[0])
         exact.append(best[1])
         ok.append(best_score <= 0.9 * atol)
-        if stopped is not None and best_score > atol / 4 and _past(deadline):
+        if stopped is not None and best_score > atol / 4 and past_deadline(deadline):
             stopped.add(i)
     return (torch.tensor(np.stack(xs), dtype=torch.float64), torch.tensor(ok),
             torch.tensor(np.stack(exact), dtype=torch.float64))
@@ -1204,7 +1204,7 @@ def region_samples(layers: Sequence[Layer], anchor: np.ndarray, z: np.ndarray, n
     out, drawn = np.repeat(anchor[None], n, axis=0), np.zeros(n, dtype=bool)
     for j in range(n):
         for attempt in range(retries + 1):
-            if _past(deadline):
+            if past_deadline(deadline):
                 return out, drawn
             weights = torch.randn(width, generator=gen, dtype=torch.float64).numpy()
             u = (float(torch.rand((), generator=gen, dtype=torch.float64)) or 1.0) / 2 ** attempt
@@ -1250,7 +1250,7 @@ def null_samples(layers: Sequence[Layer], anchor: np.ndarray, z: np.ndarray, n: 
     for j in range(n):
         size = std * np.linalg.norm(anchor)
         for _ in range(retries + 1):
-            if _past(deadline):
+            if past_deadline(deadline):
                 return out, drawn
             x, score = round_preimage(layers, anchor + _null_noise(w, size, gen), z, dtype,
                                       good=atol / 4, deadline=deadline)
