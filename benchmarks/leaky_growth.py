@@ -139,7 +139,8 @@ def top_pattern_row(layers: list, c: int, count: int) -> dict:
     smallest first), each walked back to the input
     (``backward_walk(top_input=...)``). Per start: its size on the last layer,
     the walked input's largest entry and its probability error in float64 before
-    any rounding (:func:`~nninvert_lib.pattern_walk.evaluation_error`)."""
+    any rounding (:func:`~nninvert_lib.pattern_walk.evaluation_error`) and in exact
+    arithmetic (:func:`~nninvert_lib.pattern_walk.exact_error`)."""
     t = time.perf_counter()
     z = torch.log(nni.target_distribution(c, 0.9)).numpy()
     minima = pw.pattern_minima(layers[-1:], z, 100.0, pw.input_slope(layers, len(layers) - 1))
@@ -147,7 +148,8 @@ def top_pattern_row(layers: list, c: int, count: int) -> dict:
     for size, h in minima[:count]:
         x = pw.backward_walk(layers, z, dtype=torch.float32, top_input=h)
         starts.append({"top_size": float(size), "max_abs_input": float(np.abs(x).max()),
-                       "float64_error": pw.evaluation_error(layers, x, z)})
+                       "float64_error": pw.evaluation_error(layers, x, z),
+                       "exact_error": pw.exact_error(layers, x, z)})
     return {"class": c, "patterns": len(minima), "starts": starts,
             "seconds": time.perf_counter() - t}
 
@@ -158,20 +160,23 @@ def top_pattern_table(out: dict) -> str:
              f"walk from each of the {out['top_patterns']} smallest preimages of the last "
              "layer (of the distinct ones over all its activation patterns), back to the "
              "input. Their sizes on the last layer; the walked inputs' largest entries; "
-             "and how many of the walked inputs hold the target in float64 before any "
+             "how many of the walked inputs hold the target in float64 before any "
              "rounding (probability error at most 2.5e-4, the margin BackPassInv's walk "
-             "asks before it rounds).", "",
+             "asks before it rounds); and the smallest probability error of a walked "
+             "input in exact arithmetic.", "",
              "| class | starts (distinct) | size on the last layer | walked input: smallest "
-             "| median | largest | within 2.5e-4 in float64 | seconds |",
-             "|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "| median | largest | within 2.5e-4 in float64 | smallest error, exact "
+             "arithmetic | seconds |",
+             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in out["rows"]:
         top = [s["top_size"] for s in r["starts"]]
         ends = sorted(s["max_abs_input"] for s in r["starts"])
         held = sum(s["float64_error"] <= 2.5e-4 for s in r["starts"])
+        exact = min(s["exact_error"] for s in r["starts"])
         lines.append(f"| {r['class']} | {len(r['starts'])} ({r['patterns']}) | "
                      f"{min(top):.3g}–{max(top):.3g} | {ends[0]:.2g} | "
                      f"{float(np.median(ends)):.2g} | {ends[-1]:.2g} | {held} | "
-                     f"{r['seconds']:.0f} |")
+                     f"{exact:.1e} | {r['seconds']:.0f} |")
     return "\n".join(lines) + "\n"
 
 

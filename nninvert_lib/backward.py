@@ -948,19 +948,28 @@ class _Finisher:
         ``t`` ``(K,)`` failed: how far ``rounded`` (it, rounded to the model's
         dtype) misses, and how far ``exact`` itself misses in float64 arithmetic
         (:func:`~nninvert_lib.pattern_walk.evaluation_error`): from inputs of
-        ~1e17 on, float64 no longer evaluates the network to the tolerance."""
+        ~1e17 on, float64 no longer evaluates the network to the tolerance.
+        Where float64 misses, also how far ``exact`` misses in exact arithmetic
+        (:func:`~nninvert_lib.pattern_walk.exact_error`): the walk's programs,
+        solved in float64, may not have held a preimage that large at all."""
         miss = float((self.rounded_probs(rounded[None])[1][0] - t).abs().max())
         exact_np = exact.cpu().numpy()
-        in_float64 = pattern_walk.evaluation_error(
-            layers, exact_np, torch.log(t.double().cpu()).numpy())
+        z = torch.log(t.double().cpu()).numpy()
+        in_float64 = pattern_walk.evaluation_error(layers, exact_np, z)
         note = (f"pattern walk: its best preimage (largest input entry "
                 f"{float(abs(exact_np).max()):.2g}) misses by {miss:.3g} once rounded to "
                 f"{str(self.dtype).removeprefix('torch.')}")
-        if in_float64 > self.atol:
-            return note + (f", and by {in_float64:.3g} in float64 arithmetic before any "
-                           "rounding: an input this large is beyond what float64 evaluates")
-        return note + (f", though in float64 it reaches the target (error "
-                       f"{in_float64:.2g}): the rounding spoils it")
+        if in_float64 <= self.atol:
+            return note + (f", though in float64 it reaches the target (error "
+                           f"{in_float64:.2g}): the rounding spoils it")
+        note += f", and by {in_float64:.3g} in float64 arithmetic before any rounding"
+        in_exact = pattern_walk.exact_error(layers, exact_np, z)
+        if in_exact <= self.atol:
+            return note + (f"; in exact arithmetic it reaches the target (error "
+                           f"{in_exact:.2g}): an input this large is beyond what float64 "
+                           "evaluates")
+        return note + (f", and by {in_exact:.3g} in exact arithmetic: the walk, solving "
+                       "its programs in float64, did not hold a preimage this large")
 
     def anchored(self, x: torch.Tensor, todo_t: torch.Tensor, anchors_t: torch.Tensor,
                  stage: list[str]) -> list[int]:

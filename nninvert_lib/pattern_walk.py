@@ -73,6 +73,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Sequence
+from fractions import Fraction
 
 import numpy as np
 import torch
@@ -423,6 +424,48 @@ def extended_error(layers: Sequence[Layer], x: np.ndarray, z: np.ndarray) -> flo
     float64 on some platforms)."""
     out = forward(layers, x.astype(np.longdouble))[1]
     return float(_probability_error(out.astype(np.float64), z))
+
+
+def _binary_fractions(a: np.ndarray) -> tuple[np.ndarray, int]:
+    """Integers ``n`` (object array, the shape of ``a``) and ``e`` with ``a = n / 2**e``
+    exactly: every finite float is a binary fraction."""
+    ratios = [float(v).as_integer_ratio() for v in np.ravel(a)]
+    e = max(d.bit_length() - 1 for _, d in ratios)
+    n = np.array([m << (e - d.bit_length() + 1) for m, d in ratios], dtype=object)
+    return n.reshape(np.shape(a)), e
+
+
+def exact_error(layers: Sequence[Layer], x: np.ndarray, z: np.ndarray) -> float:
+    """The largest probability error ``max_k |softmax(f(x))_k - softmax(z)_k|`` of
+    ``x`` ``(in,)`` with the network evaluated in exact arithmetic.
+
+    Every weight, bias, slope and input entry is read as the binary fraction
+    ``n / 2**e`` that its float holds (the slope 0.01 as the float64 nearest
+    to it), and every product and sum is carried out on Python integers, so
+    nothing is rounded until the centred logits ``f(x) - max f(x)``, each to
+    the float64 nearest to it. This is the network as mathematics defines it:
+    an ``x`` whose error is small here is a preimage, however large its
+    entries, even where float64 and extended precision (:func:`evaluation_error`)
+    cannot tell. About a second for a 300-wide network of twelve layers.
+
+    Raises ``ValueError`` for an ``x`` with NaN or infinite entries."""
+    x = np.asarray(x, dtype=np.float64)
+    if not np.isfinite(x).all():
+        raise ValueError("exact_error: x must be finite; it has NaN or infinite entries")
+    h, e = _binary_fractions(x)
+    for w, b, slope in layers:
+        wn, ew = _binary_fractions(w)
+        bn, eb = _binary_fractions(b)
+        top = max(ew + e, eb)
+        a = wn.dot(h) * (1 << (top - ew - e)) + bn * (1 << (top - eb))
+        if slope is not None:
+            sn, sd = float(slope).as_integer_ratio()
+            a = np.array([v * sd if v >= 0 else v * sn for v in a], dtype=object)
+            top += sd.bit_length() - 1
+        h, e = a, top
+    largest = max(h)
+    out = np.array([float(Fraction(int(v - largest), 1 << e)) for v in h])
+    return float(_probability_error(out, z))
 
 
 def evaluation_error(layers: Sequence[Layer], x: np.ndarray, z: np.ndarray) -> float:

@@ -6,6 +6,9 @@ measured in the module docstring of ``nninvert_lib/backward.py``.
 """
 from __future__ import annotations
 
+from types import SimpleNamespace
+
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -84,13 +87,15 @@ def test_targets_the_first_draw_misses_get_fresh_backward_draws(monkeypatch):
 
 
 @pytest.mark.parametrize("slope, widths, words", [
-    (1e-12, (24, 18, 13, 10), "beyond what float64 evaluates"),
+    (1e-12, (24, 18, 13, 10), "did not hold a preimage this large"),
     (1e-10, (17, 13, 10), "in float64 it reaches the target"),
 ])
 def test_a_failed_pattern_walk_says_how_far_its_preimage_misses_and_why(slope, widths, words):
-    """Tiny slopes make the walked preimages huge: 4.5e25 (float64 itself misses
-    there) and 3.3e10 (exact in float64, spoilt by rounding to float32). The
-    failed sample's reason says so, beside the last stage's own miss."""
+    """Tiny slopes make the walked preimages huge: 4.5e25 (it misses in float64,
+    and in exact arithmetic too: the walk's float64 programs did not hold a
+    preimage there) and 3.1e10 (exact in float64, spoilt by rounding to
+    float32). The failed sample's reason says so, beside the last stage's own
+    miss."""
     net = _random_leaky_net(widths, slope=slope, seed=0)
     res = back_pass_inv(net, target_distribution(0), n_samples=1, seed=1)
     assert res.info["pattern_walks"] == 1 and res.info["pattern_walks_verified"] == 0
@@ -100,6 +105,31 @@ def test_a_failed_pattern_walk_says_how_far_its_preimage_misses_and_why(slope, w
     assert "once rounded to float32" in reason and words in reason
     size = float(reason.split("largest input entry ")[1].split(")")[0])
     assert size > 1e9
+
+
+@pytest.mark.parametrize("logits, words", [
+    ((4.0, 0.0), "in exact arithmetic it reaches the target (error 1.4e-17): an input "
+                 "this large is beyond what float64 evaluates"),
+    ((5.0, 0.0), "in exact arithmetic: the walk, solving its programs in float64, did not "
+                 "hold a preimage this large"),
+    ((0.0, 0.0), "though in float64 it reaches the target"),
+])
+def test_a_walk_note_tells_float64s_miss_from_the_walks(logits, words):
+    """A net on which float64 and extended precision both lose what exact arithmetic
+    keeps: (1 + 2**-52)**2 - (1 + 2**-51) is 2**-104, which the second layer
+    makes a logit of 4; floats round the product to 1 + 2**-51 and make it 0.
+    Which of the three reasons the note gives follows from the target."""
+    eps = 2.0 ** -52
+    layers = [(np.array([[1 + eps]]), np.array([-(1 + 2 * eps)]), 0.01),
+              (np.array([[2.0 ** 106], [0.0]]), np.zeros(2), None)]
+    x = torch.tensor([1 + eps], dtype=torch.float64)
+    fake = SimpleNamespace(atol=1e-3, dtype=torch.float64,
+                           rounded_probs=lambda xs: (xs, torch.full((1, 2), 0.5,
+                                                                    dtype=torch.float64)))
+    t = torch.softmax(torch.tensor(logits, dtype=torch.float64), dim=0)
+    note = backward._Finisher.walk_note(fake, layers, x, x, t)
+    assert note.startswith("pattern walk: its best preimage (largest input entry 1)")
+    assert words in note
 
 
 def test_a_walk_cut_short_by_walk_seconds_says_so():

@@ -340,6 +340,7 @@ def test_leaky_growth_walks_from_several_last_layer_patterns(tmp_path):
     assert tops == sorted(tops) and tops[0] > 0
     for s in row["starts"]:
         assert s["max_abs_input"] > 0 and 0 <= s["float64_error"] < 1e-3
+        assert s["exact_error"] == pytest.approx(s["float64_error"], abs=1e-6)  # small inputs
     name = f"{out['date']}-{out['host']}-leaky-growth-depth4-top-patterns.md"
     table = (tmp_path / name).read_text()
     assert table.count("\n| 1 | 2 (") == 1

@@ -1,6 +1,7 @@
 """Walking the activation regions of piecewise-linear networks (nninvert_lib.pattern_walk)."""
 import copy
 import time
+from fractions import Fraction
 from types import SimpleNamespace
 
 import numpy as np
@@ -612,7 +613,7 @@ def test_absorbed_rounding_absorbs_no_entry_after_its_deadline(inflated, monkeyp
     assert calls == []
 
 
-def test_extended_error_matches_float64_on_a_small_network():
+def test_extended_and_exact_errors_match_float64_on_a_small_network():
     torch.manual_seed(0)
     w1, b1, w2, b2 = (torch.randn(*s, dtype=torch.float64).numpy()
                       for s in ((5, 4), (5,), (3, 5), (3,)))
@@ -625,6 +626,25 @@ def test_extended_error_matches_float64_on_a_small_network():
     q = np.full(3, 1 / 3)
     assert pattern_walk.extended_error(layers, x, np.log(q)) == pytest.approx(
         np.abs(p - q).max(), abs=1e-14)
+    assert pattern_walk.exact_error(layers, x, np.log(q)) == pytest.approx(
+        np.abs(p - q).max(), abs=1e-14)
+
+
+def test_exact_error_keeps_what_floats_round_away():
+    """Sums of ±2**60 and 1s: float64 (an ulp of 256 there) loses each 1 added to
+    2**60 before it cancels; exact arithmetic keeps them, through a LeakyReLU of
+    slope 0.01 (read as the float64 nearest to it)."""
+    w1 = np.array([[1.0, 1, 1, 1, 1, 1], [-1.0, 0, 0, 0, 0, -1]])
+    b1 = np.array([0.0, -3.0])
+    layers = [(w1, b1, 0.01), (np.eye(2), np.zeros(2), None)]
+    x = np.array([2.0 ** 60, 1, 1, 1, 1, -2.0 ** 60])
+    logits = np.array([4.0, float(Fraction(-3) * Fraction(0.01))])   # the second one negative
+    assert pattern_walk.exact_error(layers, x, logits) < 1e-15
+    p = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
+    assert pattern_walk.exact_error(layers, x, np.zeros(2)) == pytest.approx(
+        abs(p[0] - 0.5), abs=1e-15)
+    with pytest.raises(ValueError, match="finite"):
+        pattern_walk.exact_error(layers, np.where(x > 0, np.inf, x), logits)
 
 
 def test_evaluation_error_counts_float64s_own_rounding(inflated):
