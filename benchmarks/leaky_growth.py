@@ -47,11 +47,15 @@ walks each target from the ``K`` smallest preimages of the last layer, one per
 activation pattern of the last layer's units
 (:func:`~nninvert_lib.pattern_walk.pattern_minima`;
 ``backward_walk(top_input=...)``), and records each walked input's largest entry
-and its error in float64 (``...-leaky-growth-depth<depth>-top-patterns``). At
-depth 12 (slope 0.01, ratio 0.75; ``--classes 0 1 2 3``, about 13 minutes) each of
-those targets has three distinct last-layer preimages (sizes 230–510 and ~1e5),
-and every walk from them ends at 2.5e20–3.5e22, none within the target in
-float64: the walk's size there does not come from its start on the last layer.
+and its error in float64 and in exact arithmetic
+(:func:`~nninvert_lib.pattern_walk.exact_error`;
+``...-leaky-growth-depth<depth>-top-patterns``). At depth 12 (slope 0.01, ratio
+0.75; ``--classes 0 1 2 3``, 28 minutes beside another benchmark) each of those
+targets has three distinct last-layer preimages (sizes 230–510 and ~1e5), and
+every walk from them ends at 1.8e20–3.4e22, none within the target in float64
+or in exact arithmetic (errors 0.09–0.99): the walk's size there does not come
+from its start on the last layer, and at that size its float64 programs hold
+no preimage.
 Some targets' walks take far longer (class 4's more than 35 minutes).
 
 ``--layer-cost DRAWS`` asks what each layer costs going back: the largest

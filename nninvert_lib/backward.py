@@ -161,7 +161,10 @@ input-only walk, 40% before its successive stage, 8% with the first walk.
 Its walked inputs reach ~5e16, and from ~1e17 on float64's own rounding moves
 the logits (``pattern_walk.evaluation_error``). At depth 12 slope 0.1 still
 verifies 40 of 40 (inputs up to 4e10), but slope 0.01 verifies 8 of 40 (20%;
-walked inputs up to 4.9e25, 6,248 s): that is where this method stops. The
+walked inputs up to 4.9e25, 6,248 s): that is where this method stops.
+Walked inputs that large (1e20 and more at depths 11 and 12) miss in exact
+arithmetic too (``pattern_walk.exact_error``, errors 0.09–0.99): solving its
+programs in float64, the walk holds no preimage that large. The
 walk's preimages are not the smallest: at depth 8, 256 local searches per
 target (``benchmarks/leaky_multistart.py``) find preimages of classes 2 and 3
 of size 1e5 where the walk's reach 1e10 and 1e8 (at depth 10, of class 2: 2e4),
