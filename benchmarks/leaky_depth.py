@@ -20,8 +20,8 @@ the seconds per network. The walk is what
 takes the time: 1 s to a few minutes per target walked, on the deepest and
 widest networks only (1,100–1,500 s for the ten targets at slope 0.01, ratio 0.75,
 depth 10; 2,500 s with ``--n 10``). Beyond the default grid, ``--slopes 0.01
---ratios 0.75 --depths 11`` verifies 90% (4,400 s; 108 of 120 over three
-networks, ``--network-seeds 1 2`` adding 100% and 80%) and ``--depths 12`` 20%
+--ratios 0.75 --depths 11`` verifies 90% (4,400 s; 144 of 160 over four
+networks, ``--network-seeds 1 2 3`` adding 100%, 80% and 90%) and ``--depths 12`` 20%
 (6,250 s; ``--network-seeds 2 --walk-seconds 480`` 60%, 7,900 s). ``--out``
 keeps such runs from replacing the grid's file of the same day, and
 ``--walk-seconds S`` stops each target's walk after about S seconds, the
