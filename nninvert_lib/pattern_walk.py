@@ -551,7 +551,8 @@ def round_preimage(layers: Sequence[Layer], x: np.ndarray, z: np.ndarray,
                               good, max_steps, candidates)
         if trial[1] < best[1]:
             best = trial
-    if absorbed and exact and best[1] > good and absorbers(layers, dtype) and not past_deadline(deadline):
+    if (absorbed and exact and best[1] > good and absorbers(layers, dtype)
+            and not past_deadline(deadline)):
         trial = absorbed_rounding(layers, x, z, dtype, good=good, max_steps=max_steps,
                                   candidates=candidates, deadline=deadline)
         if trial[1] < best[1]:
