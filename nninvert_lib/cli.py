@@ -38,6 +38,14 @@ def _accuracy_row(card: dict) -> str:
             f"{card['train_seconds']:.0f}s")
 
 
+def _add_threads(p: argparse.ArgumentParser) -> None:
+    """The ``--threads`` option of the commands that compute (applied by :func:`main`)."""
+    p.add_argument("--threads", type=int, default=0,
+                   help="torch threads (default 0: torch's choice, one per core); 1 when "
+                        "other work shares the CPU, which slows several threads down more "
+                        "than one")
+
+
 @contextlib.contextmanager
 def _warnings_to_stderr() -> Iterator[None]:
     """Print each warning raised in the block as ``warning: <message>`` on stderr
@@ -61,10 +69,6 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
         if not torch.cuda.is_available():
             raise ValueError("--device cuda was asked for but no CUDA GPU is available")
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
     if args.jobs > 1 and len(names) > 1:
         return _train_in_parallel(names, args)
     unfit = []
@@ -342,7 +346,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="train this many models at once, each in its own process (default 1)")
     p.add_argument("--threads", type=int, default=0,
                    help="torch threads per training process (default: torch's choice, or "
-                        "the CPU count divided by --jobs)")
+                        "the CPU count divided by --jobs); 1 when other work shares the CPU")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.add_argument("--data-root", default=None, help="folder holding MNIST/raw/")
     p.set_defaults(func=_cmd_train)
@@ -400,6 +404,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--png", default=None, help="save a grid of the first 100 images (.png)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.add_argument("--data-root", default=None, help="folder holding MNIST/raw/")
+    _add_threads(p)
     p.set_defaults(func=_cmd_invert)
 
     p = sub.add_parser("frontier", help="per class, the highest target probability P with "
@@ -428,6 +433,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", default=None, help="save the table and the history (.json)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.add_argument("--data-root", default=None, help="folder holding MNIST/raw/")
+    _add_threads(p)
     p.set_defaults(func=_cmd_frontier)
 
     p = sub.add_parser("figure3", help="the paper's Figure 3 as data: every method on every "
@@ -442,6 +448,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--png", default=None, help="save the grid (.png)")
     p.add_argument("--no-cache", action="store_true", help="recompute even if cached")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    _add_threads(p)
     p.set_defaults(func=_cmd_figure3)
 
     p = sub.add_parser("data", help="show which MNIST source is used",
@@ -458,6 +465,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _set_threads(threads: int) -> None:
+    """Give torch ``threads`` intra-op threads (0: leave its choice)."""
+    if threads < 0:
+        raise ValueError(f"--threads must be 0 (torch's choice) or a positive count, got {threads}")
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run one command; returns its exit status. Invalid settings exit with status 2
     and ``nninvert <command>: error: <message>``, instead of a traceback: those the
@@ -468,6 +485,7 @@ def main(argv: list[str] | None = None) -> int:
     train exits with status 1."""
     args = build_parser().parse_args(argv)
     try:
+        _set_threads(getattr(args, "threads", 0))
         return args.func(args)
     except ValueError as exc:           # InversionError included
         print(f"nninvert {args.command}: error: {exc}", file=sys.stderr)

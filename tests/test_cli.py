@@ -287,6 +287,26 @@ def test_invert_unknown_model_is_refused(capsys):
     assert "unknown model" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("command", [["train", "fcnn1"], ["invert", "fcnn1"],
+                                     ["frontier", "fcnn1"], ["figure3"]])
+def test_threads_sets_torchs_thread_count_before_the_command_runs(command, monkeypatch):
+    import torch
+
+    calls, seen = [], []
+    monkeypatch.setattr(torch, "set_num_threads", calls.append)
+    # the parser looks the command up when main builds it: a stand-in that records
+    monkeypatch.setattr(cli, f"_cmd_{command[0]}", lambda args: seen.append(list(calls)) or 0)
+    assert cli.main([*command, "--threads", "1"]) == 0
+    assert seen == [[1]]
+    assert cli.main(command) == 0       # 0, the default: torch's own choice stands
+    assert calls == [1]
+
+
+def test_negative_threads_are_refused(capsys):
+    assert cli.main(["invert", "fcnn1", "--threads", "-1"]) == 2
+    assert "--threads must be 0" in capsys.readouterr().err
+
+
 @pytest.mark.slow
 def test_figure3_smoke_prints_claims_and_saves_table_and_grid(tmp_path, capsys):
     csv, png = tmp_path / "fig3.csv", tmp_path / "fig3.png"
