@@ -33,6 +33,22 @@ def test_bench_entry_point_has_help():
     assert "--quick" in out and "--sections" in out
 
 
+def test_contention_times_one_and_two_threads_alone_and_beside_a_busy_process(tmp_path):
+    before = torch.get_num_threads()
+    out = bench_module("contention").main(["--repeats", "2", "--targets", "10", "--workloads",
+                                           "fcnn6_step", "back_pass_inv", "--out",
+                                           str(tmp_path)])
+    assert torch.get_num_threads() == before          # restored
+    assert [(r["workload"], r["busy"]) for r in out["rows"]] == [
+        ("fcnn6_step", False), ("back_pass_inv", False),
+        ("fcnn6_step", True), ("back_pass_inv", True)]
+    for r in out["rows"]:
+        assert r["threads_1"] > 0 and r["threads_2"] > 0
+        assert r["two_over_one"] == pytest.approx(r["threads_2"] / r["threads_1"])
+    table = next(tmp_path.glob("*-contention.md")).read_text()
+    assert table.count("beside a busy process") == 2 and table.count("| alone |") == 2
+
+
 def test_per_sample_baseline_inverts_a_narrowing_selu_net():
     """The baseline the speed ratios divide by must be a correct implementation."""
     per_sample_back_pass = bench_module("per_sample").per_sample_back_pass
