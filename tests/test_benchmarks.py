@@ -33,6 +33,28 @@ def test_bench_entry_point_has_help():
     assert "--quick" in out and "--sections" in out
 
 
+def test_every_results_file_the_book_and_readme_cite_exists():
+    """A page that quotes a measurement names its results file; a rename must not strand it."""
+    import re
+
+    root = BENCH.parent
+    cited = []
+    for page in [*sorted((root / "book").glob("*.md")), root / "README.md",
+                 *sorted(BENCH.glob("*.py"))]:
+        text = page.read_text()
+        cited += [(page, (page.parent / p).resolve())
+                  for p in re.findall(r"```\{include\}\s+(\S+)", text)]
+        cited += [(page, BENCH / "results" / name)
+                  for name in re.findall(r"benchmarks/results/([\w.\-]+\.(?:md|json))", text)]
+        cited += [(page, BENCH / "results" / f"{stem}.{ext}")
+                  for stem in re.findall(r"benchmarks/results/([\w.\-]+)\.\{md,json\}", text)
+                  for ext in ("md", "json")]
+    assert len(cited) > 20
+    missing = [f"{page.name}: {path.relative_to(root)}" for page, path in cited
+               if not path.exists()]
+    assert not missing, missing
+
+
 def test_contention_times_one_and_two_threads_alone_and_beside_a_busy_process(tmp_path):
     before = torch.get_num_threads()
     out = bench_module("contention").main(["--repeats", "2", "--targets", "10", "--workloads",
