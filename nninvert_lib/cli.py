@@ -22,6 +22,7 @@ import sys
 import warnings
 from collections.abc import Iterator
 
+from . import __version__
 from .assignments import add_subcommands as add_assignment_subcommands
 from .data import load_mnist
 from .errors import InsufficientMemoryError
@@ -329,8 +330,10 @@ def _cmd_figure3(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="nninvert", description="Train and inspect the models of 'Inverting Neural "
-        "Networks' (FCNN-1/2/6, ViT-tiny, DINOv3-Base) on MNIST.")
+        prog="nninvert", description="The methods of 'Inverting Neural Networks' on its "
+        "MNIST models (FCNN-1/2/6, ViT-tiny, DINOv3-Base): train them, generate inputs that "
+        "give prescribed outputs, and measure the paper's Figure 3.")
+    parser.add_argument("--version", action="version", version=f"nninvert {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("train", help="train the named models (or load them from the cache)",

@@ -20,6 +20,15 @@ def test_every_command_has_help(argv, capsys):
     assert "usage: nninvert" in out
 
 
+def test_version_names_the_package_version(capsys):
+    import nninvert_lib
+
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["--version"])
+    assert exc.value.code == 0
+    assert capsys.readouterr().out.strip() == f"nninvert {nninvert_lib.__version__}"
+
+
 def test_console_script_is_installed():
     out = subprocess.run([sys.executable, "-m", "nninvert_lib.cli", "train", "--help"],
                          capture_output=True, text=True, check=True).stdout
