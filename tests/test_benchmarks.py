@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import importlib
+import json
 import math
 import subprocess
 import sys
@@ -34,14 +35,18 @@ def test_bench_entry_point_has_help():
 
 
 def test_every_results_file_the_book_and_readme_cite_exists():
-    """A page that quotes a measurement names its results file; a rename must not strand it."""
+    """A page, notebook or docstring that quotes a measurement names its results file; a
+    rename must not strand it."""
     import re
 
     root = BENCH.parent
     cited = []
     for page in [*sorted((root / "book").glob("*.md")), root / "README.md",
-                 *sorted(BENCH.glob("*.py"))]:
+                 *sorted((root / "notebooks").glob("*.ipynb")),
+                 *sorted((root / "nninvert_lib").glob("*.py")), *sorted(BENCH.glob("*.py"))]:
         text = page.read_text()
+        if page.suffix == ".ipynb":
+            text = "\n".join("".join(c["source"]) for c in json.loads(text)["cells"])
         cited += [(page, (page.parent / p).resolve())
                   for p in re.findall(r"```\{include\}\s+(\S+)", text)]
         cited += [(page, BENCH / "results" / name)
