@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import re
 import sys
 import warnings
 from collections.abc import Iterator
@@ -182,29 +181,6 @@ def _check_image_path(path: str) -> None:
 METHODS = ("back", "back-paper", "forward", "generalized")
 
 
-def _failure_summary(converged: list[bool], reasons: list[str] | None,
-                    kinds: int = 3, width: int = 300) -> list[str]:
-    """Why the unverified samples failed, a line per kind of reason (most frequent first,
-    at most ``kinds``): ``"<count> not verified, the first of them: <its reason>"``, cut
-    to ``width`` characters. Reasons are of one kind when they agree up to their numbers and
-    up to their first ``;``. Empty when every sample verified or no reasons were recorded
-    (``reasons``: one string per sample, as the methods' ``info["reasons"]``)."""
-    if not reasons or len(reasons) != len(converged):
-        return []
-    groups: dict[str, list[str]] = {}
-    for ok, why in zip(converged, reasons):
-        if not ok:
-            why = str(why) or "no reason recorded"
-            groups.setdefault(re.sub(r"-?\d[\d.e+\-]*", "#", why.split(";")[0]), []).append(why)
-    ranked = sorted(groups.values(), key=len, reverse=True)
-    lines = [f"{len(g)} not verified{': ' if len(g) == 1 else ', the first of them: '}"
-             f"{g[0] if len(g[0]) <= width else g[0][:width - 1] + '…'}" for g in ranked[:kinds]]
-    if len(ranked) > kinds:
-        lines.append(f"{sum(map(len, ranked[kinds:]))} not verified for "
-                     f"{len(ranked) - kinds} other reason(s)")
-    return lines
-
-
 def _cmd_invert(args: argparse.Namespace) -> int:
     import torch
 
@@ -277,7 +253,7 @@ def _cmd_invert(args: argparse.Namespace) -> int:
         print(f"class {c}: {int(ok.sum())}/{len(ok)} verified (atol {args.atol:g})")
     print(f"{DISPLAY_NAMES[args.name]} ({args.profile}), {args.method}: "
           f"{100 * result.success_rate:.1f}% verified")
-    for line in _failure_summary(result.converged.tolist(), result.info.get("reasons")):
+    for line in result.failure_summary():
         print(line)
     if args.out:
         _parent_made(args.out)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numbers
 import operator
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -157,6 +158,43 @@ class InversionResult:
         """``(n,)`` largest ``|probs - target|`` per sample (inf for non-finite inputs)."""
         err = (self.probs - self.target).abs().amax(dim=1)
         return torch.where(torch.isfinite(err), err, torch.full_like(err, float("inf")))
+
+    def failure_summary(self, kinds: int = 3, width: int = 300) -> list[str]:
+        """Why the unverified samples failed: a line per kind of reason in
+        ``info["reasons"]``, most frequent first, at most ``kinds`` of them
+        (``"<count> not verified, the first of them: <its reason>"``, the reason
+        cut to ``width`` characters), then one line counting the rest. Two reasons
+        are of one kind when their first clauses (up to a ``;``) agree up to the
+        first ``:`` (``the 64-wide input of layer '8' (selu) left its range
+        (-1.7581, inf): <how far>``) or, where there is no ``:``, in all but their
+        numbers (``max_iter=30 reached (error 4.1e-01)``). Empty when every sample
+        verified or the method recorded no reason per sample."""
+        converged, reasons = self.converged.tolist(), self.info.get("reasons")
+        if not reasons or len(reasons) != len(converged):
+            return []
+        groups: dict[str, list[str]] = {}
+        for ok, why in zip(converged, reasons):
+            if not ok:
+                why = str(why) or "no reason recorded"
+                head = why.split(";")[0]
+                kind = head.split(":")[0] if ":" in head else re.sub(r"\d[\d.e+\-]*", "#", head)
+                groups.setdefault(kind, []).append(why)
+        ranked = sorted(groups.values(), key=len, reverse=True)
+        lines = [f"{len(g)} not verified{': ' if len(g) == 1 else ', the first of them: '}"
+                 f"{g[0] if len(g[0]) <= width else g[0][:width - 1] + '…'}"
+                 for g in ranked[:kinds]]
+        if len(ranked) > kinds:
+            lines.append(f"{sum(map(len, ranked[kinds:]))} not verified for "
+                         f"{len(ranked) - kinds} other reason(s)")
+        return lines
+
+    @property
+    def message(self) -> str:
+        """One line, as ``scipy.optimize.OptimizeResult.message``: how many samples
+        verified and, where some did not, the most frequent reason
+        (:meth:`failure_summary`)."""
+        head = f"{int(self.converged.sum())} of {len(self.converged)} samples verified"
+        return "; ".join([head, *self.failure_summary(kinds=1, width=200)])
 
     def __repr__(self) -> str:
         return (f"InversionResult(n={len(self.converged)}, success_rate={self.success_rate:.3f}, "

@@ -125,21 +125,6 @@ def test_invert_smoke_saves_verified_inputs(method, fresh_cache, tmp_path, capsy
     assert png.stat().st_size > 1000
 
 
-def test_failure_summary_groups_reasons_that_differ_only_in_their_numbers():
-    ok = [True, False, False, False, False, False]
-    reasons = ["", "max_iter=30 reached (error 4.1e-01)", "stalled: no progress (error 2e-2)",
-               "max_iter=30 reached (error 3.0e-02)", "x" * 400, "max_iter=30 reached (error 1)"]
-    lines = cli._failure_summary(ok, reasons, kinds=2, width=50)
-    assert lines[0] == "3 not verified, the first of them: max_iter=30 reached (error 4.1e-01)"
-    assert len(lines) == 3 and lines[2] == "1 not verified for 1 other reason(s)"
-    assert lines[1].startswith("1 not verified: ")
-    assert cli._failure_summary(ok, reasons, kinds=3, width=50)[2] == \
-        "1 not verified: " + "x" * 49 + "…"                  # cut to width
-    assert cli._failure_summary([True, True], ["", ""]) == []
-    assert cli._failure_summary([False], None) == []        # no reasons recorded
-    assert cli._failure_summary([False], [""]) == ["1 not verified: no reason recorded"]
-
-
 def test_invert_says_why_the_unverified_samples_failed(fresh_cache, capsys):
     # one LM step from random starts to P = 0.9: most samples stop short
     argv = ["invert", "fcnn1", "--profile", "smoke", "--method", "forward", "--classes", "0",

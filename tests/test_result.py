@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from nninvert_lib.errors import InversionError
-from nninvert_lib.result import check_logits, target_distribution, verify
+from nninvert_lib.result import InversionResult, check_logits, target_distribution, verify
 
 
 def test_probabilities_are_refused_with_the_remedy():
@@ -79,3 +79,43 @@ def test_verify_takes_one_target_row_for_every_input(tiny):
 def test_verify_names_what_does_not_fit(tiny, inputs, target, message):
     with pytest.raises(InversionError, match=message):
         verify(tiny, inputs, target)
+
+
+def _result(converged: list[bool], reasons: list[str] | None) -> InversionResult:
+    n = len(converged)
+    info = {} if reasons is None else {"reasons": reasons}
+    return InversionResult(torch.zeros(n, 2), torch.full((n, 2), 0.5), torch.full((n, 2), 0.5),
+                           torch.tensor(converged, dtype=torch.bool), info)
+
+
+def test_failure_summary_groups_reasons_that_differ_only_in_their_numbers():
+    res = _result([True, False, False, False, False, False],
+                  ["", "max_iter=30 reached (error 4.1e-01)", "layer '8': 2 entries outside",
+                   "max_iter=30 reached (error 3.0e-02)", "x" * 400,
+                   "max_iter=30 reached (error 1); more detail"])
+    lines = res.failure_summary(kinds=2, width=50)
+    assert lines[0] == "3 not verified, the first of them: max_iter=30 reached (error 4.1e-01)"
+    assert len(lines) == 3 and lines[2] == "1 not verified for 1 other reason(s)"
+    assert lines[1].startswith("1 not verified: ")
+    assert res.failure_summary(kinds=3, width=50)[2] == "1 not verified: " + "x" * 49 + "…"
+    assert res.message == ("1 of 6 samples verified; 3 not verified, the first of them: "
+                           "max_iter=30 reached (error 4.1e-01); 2 not verified for 2 other "
+                           "reason(s)")
+
+
+def test_failure_summary_is_empty_when_all_verified_or_no_reasons_were_recorded():
+    assert _result([True, True], ["", ""]).failure_summary() == []
+    assert _result([True, True], ["", ""]).message == "2 of 2 samples verified"
+    assert _result([False], None).failure_summary() == []
+    assert _result([False], None).message == "0 of 1 samples verified"
+    assert _result([False], [""]).failure_summary() == ["1 not verified: no reason recorded"]
+
+
+def test_failure_summary_keeps_apart_what_differs_before_the_colon():
+    res = _result([False] * 5, ["layer '8': 2 entries outside", "layer '8': 1 entry outside",
+                                "layer '6': 3 entries outside", "stalled: damping 1e9",
+                                "stalled: no progress"])
+    assert res.failure_summary() == ["2 not verified, the first of them: layer '8': 2 entries "
+                                     "outside",
+                                     "2 not verified, the first of them: stalled: damping 1e9",
+                                     "1 not verified: layer '6': 3 entries outside"]
