@@ -259,7 +259,8 @@ def _cmd_invert(args: argparse.Namespace) -> int:
         _parent_made(args.out)
         torch.save({"inputs": result.inputs, "probs": result.probs, "target": result.target,
                     "converged": result.converged, "classes": classes, "model": args.name,
-                    "profile": args.profile, "method": args.method, "atol": args.atol},
+                    "profile": args.profile, "method": args.method, "atol": args.atol,
+                    "reasons": [str(r) for r in result.info.get("reasons") or []]},
                    args.out)
         print(f"saved {len(result.inputs)} inputs to {args.out}")
     if args.png:
@@ -405,7 +406,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--profile", choices=PROFILES, default="quick",
                    help="which trained model (default quick)")
-    p.add_argument("--out", default=None, help="save inputs, probabilities and flags (.pt)")
+    p.add_argument("--out", default=None, help="save inputs, probabilities, flags and each "
+                   "sample's reason (.pt)")
     p.add_argument("--png", default=None, help="save a grid of the first 100 images (.png)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.add_argument("--data-root", default=None, help="folder holding MNIST/raw/")

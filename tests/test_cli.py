@@ -122,6 +122,8 @@ def test_invert_smoke_saves_verified_inputs(method, fresh_cache, tmp_path, capsy
     # the flags are honest: recompute them from the saved probabilities
     ok = ((saved["probs"] - saved["target"]).abs() <= 1e-3).all(dim=1)
     assert torch.equal(ok, saved["converged"])
+    assert len(saved["reasons"]) == 6                   # one per sample
+    assert all(r not in ("", "converged") for r, c in zip(saved["reasons"], ok.tolist()) if not c)
     assert png.stat().st_size > 1000
 
 
