@@ -54,8 +54,10 @@ def collect_verified(method: Callable[..., InversionResult], model: nn.Module,
         first, then unverified ones by increasing error), each with its own
         ``converged`` flag. ``info`` holds ``verified_per_row`` (distinct
         verified inputs per row, at most ``n_verified``), ``attempts_per_row``,
-        ``rounds``, ``seeds``, ``n_verified``, ``min_distance`` and
-        ``method`` (its name).
+        ``rounds``, ``seeds``, ``n_verified``, ``min_distance``, ``method`` (its
+        name) and ``reasons`` (per returned input: ``""`` where verified, else the
+        reason ``method`` gave for that attempt, so that
+        :meth:`~nninvert_lib.result.InversionResult.failure_summary` works).
 
     Raises:
         InversionError: invalid target, ``n_verified``, ``max_rounds``,
@@ -79,8 +81,9 @@ def collect_verified(method: Callable[..., InversionResult], model: nn.Module,
     rows = check_target(target)
     b = len(rows)
     kept: list[list[tuple[torch.Tensor, torch.Tensor]]] = [[] for _ in range(b)]
-    # attempts not kept: (not verified, error, input, probs), for filling short rows
-    spare: list[list[tuple[bool, float, torch.Tensor, torch.Tensor]]] = [[] for _ in range(b)]
+    # attempts not kept: (not verified, error, input, probs, reason), for filling short rows
+    spare: list[list[tuple[bool, float, torch.Tensor, torch.Tensor, str]]] = [
+        [] for _ in range(b)]
     attempts = [0] * b
     seeds: list[int] = []
     for r in range(max_rounds):
@@ -92,6 +95,9 @@ def collect_verified(method: Callable[..., InversionResult], model: nn.Module,
         seeds.append(seed + r)
         res = method(model, rows[short], n_samples=k, seed=seed + r, **options)
         err = res.max_error
+        reasons = res.info.get("reasons")
+        if not reasons or len(reasons) != len(res.converged):
+            reasons = [""] * len(res.converged)
         for j, i in enumerate(short):
             attempts[i] += k
             for s in range(j * k, (j + 1) * k):
@@ -103,18 +109,19 @@ def collect_verified(method: Callable[..., InversionResult], model: nn.Module,
                         for y, _ in kept[i]):
                     kept[i].append((x, res.probs[s]))
                 else:
-                    spare[i].append((not ok, float(err[s]), x, res.probs[s]))
-    inputs, probs, conv = [], [], []
+                    spare[i].append((not ok, float(err[s]), x, res.probs[s], str(reasons[s])))
+    inputs, probs, conv, why = [], [], [], []
     for i in range(b):
         got = kept[i][:n_verified]
         fill = sorted(spare[i], key=lambda t: (t[0], t[1]))[: n_verified - len(got)]
         inputs += [x for x, _ in got] + [t[2] for t in fill]
         probs += [p for _, p in got] + [t[3] for t in fill]
         conv += [True] * len(got) + [not t[0] for t in fill]
+        why += [""] * len(got) + [t[4] if t[0] else "" for t in fill]
     info = {"verified_per_row": [min(len(g), n_verified) for g in kept],
             "attempts_per_row": attempts, "rounds": len(seeds), "seeds": seeds,
             "n_verified": n_verified, "min_distance": min_distance,
-            "method": getattr(method, "__name__", repr(method))}
+            "method": getattr(method, "__name__", repr(method)), "reasons": why}
     return InversionResult(inputs=torch.stack(inputs), probs=torch.stack(probs),
                            target=rows.repeat_interleave(n_verified, dim=0).to(probs[0]),
                            converged=torch.tensor(conv), info=info)

@@ -30,6 +30,9 @@ def test_one_call_is_not_enough_but_top_up_rounds_are(leaky_net):
     # class 3 is never reached: every round ran, the shortfall is reported, not hidden
     assert info["verified_per_row"][1] == 0 and info["rounds"] == 8
     assert info["seeds"] == list(range(8)) and not res.converged[3:].any()
+    # and says why: the reasons of the attempts that fill row 1
+    assert info["reasons"][:3] == [""] * 3 and all(info["reasons"][3:])
+    assert sum(int(line.split()[0]) for line in res.failure_summary()) == 3
     # row 1 is 3 short in every round: ceil(1.25 * 3) = 4 attempts each time
     assert info["attempts_per_row"][1] == 8 * 4
     # the flags are honest and the rows are in order
