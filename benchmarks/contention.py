@@ -10,7 +10,7 @@ matrix products and ``tanh``, as a second inversion or training would be),
 and the ratio of 2 threads to 1. The command line's ``--threads 1`` is for the
 second case.
 
-Workloads: an FCNN-6 (784-300-100-50-30-20-10, SELU, random initialisation)
+Workloads: an FCNN-6 (``FCNN_WIDTHS["fcnn6"]``, SELU, random initialisation)
 SGD training step on a batch of 32; ``back_pass_inv`` on that network (default
 strategy; an untrained network, slower to invert than a trained one) for 200
 targets ``target_distribution(c, 0.9)``; a ViT-tiny (the ``quick`` profile's
@@ -23,7 +23,6 @@ Writes ``benchmarks/results/<date>-<host>-contention.{json,md}`` (or into ``--ou
 from __future__ import annotations
 
 import argparse
-import statistics
 import subprocess
 import sys
 import time
@@ -34,19 +33,20 @@ import torch
 
 import nninvert_lib as nni
 from nninvert_lib.models import build_model
-from nninvert_lib.models.fcnn import make_fcnn
+from nninvert_lib.models.fcnn import FCNN_WIDTHS, make_fcnn
 from nninvert_lib.profiles import train_config
 from report import run_header, table, write_experiment
+from timing import summary, timed
 
 HERE = Path(__file__).resolve().parent
-BUSY = ("import torch, time\ntorch.set_num_threads(1)\na = torch.randn(400, 400)\n"
+BUSY = ("import torch\ntorch.set_num_threads(1)\na = torch.randn(400, 400)\n"
         "while True:\n    a = torch.tanh(a @ a)\n")
 
 
 def fcnn_step() -> Callable[[], object]:
     """One SGD step of FCNN-6 on a random batch of 32."""
     torch.manual_seed(0)
-    net = make_fcnn((784, 300, 100, 50, 30, 20, 10), "selu")
+    net = make_fcnn(FCNN_WIDTHS["fcnn6"], "selu")
     opt = torch.optim.SGD(net.parameters(), lr=1e-3, momentum=0.9)
     x, y = torch.randn(32, 784), torch.randint(0, 10, (32,))
 
@@ -60,7 +60,7 @@ def fcnn_step() -> Callable[[], object]:
 def back_pass(n: int) -> Callable[[], object]:
     """``back_pass_inv`` on FCNN-6 (random initialisation) for ``n`` targets."""
     torch.manual_seed(0)
-    net = make_fcnn((784, 300, 100, 50, 30, 20, 10), "selu").eval()
+    net = make_fcnn(FCNN_WIDTHS["fcnn6"], "selu").eval()
     target = nni.target_distribution(torch.arange(n) % 10, 0.9)
     return lambda: nni.back_pass_inv(net, target, seed=0)
 
@@ -82,12 +82,7 @@ def vit_step() -> Callable[[], object]:
 def seconds(fn: Callable[[], object], repeats: int) -> float:
     """Median seconds of ``fn()`` over ``repeats`` calls, after one warm-up call."""
     fn()
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
+    return summary([timed(fn)[0] for _ in range(repeats)])["median"]
 
 
 def main(argv: list[str] | None = None) -> dict:
