@@ -6,6 +6,7 @@ import copy
 import importlib
 import json
 import math
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -37,8 +38,6 @@ def test_bench_entry_point_has_help():
 def test_every_results_file_the_book_and_readme_cite_exists():
     """A page, notebook or docstring that quotes a measurement names its results file; a
     rename must not strand it."""
-    import re
-
     root = BENCH.parent
     cited = []
     for page in [*sorted((root / "book").glob("*.md")), root / "README.md",
