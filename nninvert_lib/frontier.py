@@ -216,8 +216,8 @@ def peak_frontier(model: nn.Module, classes: Sequence[int] | None = None, p_star
             else:
                 stalled[i], stall_err[i] = tries[i], float(ei.min())
         active = still
+        bar.set_postfix(active=len(active), refresh=False)
         bar.update(1)
-        bar.set_postfix(active=len(active))
     bar.close()
     info = {"p_start": p_start, "step": step, "min_step": min_step, "p_max": p_max,
             "n_samples": n_samples, "max_iter": max_iter, "seed": seed, "atol": atol,

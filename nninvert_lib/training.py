@@ -220,8 +220,8 @@ def train_model(model: nn.Module, config: TrainConfig, train: MnistData, val: Mn
                 ema.update(model, step=step)
             running += loss.item() * len(idx)
             count += len(idx)
-            bar.update(1)
-            bar.set_postfix(loss=f"{running / count:.4f}")
+            bar.set_postfix(loss=f"{running / count:.4f}", refresh=False)
+            bar.update(1)                   # redraws at most every mininterval
         if count:
             history.append(running / count)
         if step >= total:

@@ -63,3 +63,12 @@ def test_memory_limit_follows_the_environment(monkeypatch):
     monkeypatch.setenv("NNINVERT_MEMORY_LIMIT", "lots")
     with pytest.raises(ValueError, match=r"\$NNINVERT_MEMORY_LIMIT: .*'lots'"):
         training.memory_limit()
+
+
+def test_progress_bar_redraws_at_most_every_mininterval_not_every_step(capsys):
+    """The loss shown beside the bar must not redraw it on every step: piped into
+    a log (``make book``), each redraw is a line of output."""
+    cfg = nni.train_config("fcnn1", "smoke").replace(max_steps=300, batch_size=4, epochs=100)
+    training.train_model(nni.make_fcnn([784, 10]), cfg, _data(), _data(), progress=True)
+    err = capsys.readouterr().err
+    assert 0 < err.count("step") < 30, f"{err.count('step')} redraws for 300 steps"
