@@ -24,7 +24,8 @@ from .plotting import image_grid
 from .comparison import Figure3, figure3, figure3_settings, plot_figure3
 from .explorers import LMExplorer, NullSpaceExplorer, lm_explorer, null_space_explorer
 from .profiles import PROFILES, TrainConfig, train_config
-from .result import InversionResult, check_logits, check_target, target_distribution, verify
+from .result import (InversionResult, check_logits, check_target, prescribed_distribution,
+                     target_distribution, verify)
 from .reporting import accuracy_table
 from .training import evaluate, train_model
 from .zoo import LoadedModels, cached_cards, load_model, load_models
@@ -38,7 +39,8 @@ __all__ = [
     "evaluate", "train_model",
     "load_model", "load_models", "LoadedModels", "cached_cards",
     "accuracy_table", "image_grid",
-    "InversionResult", "target_distribution", "check_target", "check_logits", "verify",
+    "InversionResult", "target_distribution", "prescribed_distribution", "check_target",
+    "check_logits", "verify",
     "prior", "measures", "comparison", "max_class_image", "percentile_average_image", "gradient_image",
     "invert_softmax", "invert_activation", "activation_condition", "SELU_LAMBDA", "SELU_ALPHA",
     "thresholded_pinv", "sample_null_space", "PseudoInverse",

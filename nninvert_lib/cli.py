@@ -8,6 +8,7 @@ Examples::
     nninvert models --profile quick            # cached models and their accuracy
     nninvert invert fcnn6 --method back --classes 0 3 --n 20 --out inv.pt --png inv.png
     nninvert invert vit_tiny --method generalized --n-verified 20   # 20 verified per class
+    nninvert invert fcnn6 --target 3:0.45 8:0.45 --n 20   # as likely a 3 as an 8
     nninvert figure3 --profile quick --png fig3.png --csv fig3.csv   # Figure 3 as data
     nninvert frontier vit_tiny --warm-start 200 --json peaks.json    # highest p per class
     nninvert assignments make                  # student versions into _build/assignments/student
@@ -181,6 +182,47 @@ def _check_image_path(path: str) -> None:
 METHODS = ("back", "back-paper", "forward", "generalized")
 
 
+def _parse_target(items: list[str], num_classes: int = 10) -> dict[int, float]:
+    """``--target``'s items as ``{class: probability}``: ``CLASS:P`` pairs
+    (``["3:0.45", "8:0.45"]``), or all ``num_classes`` probabilities in one item,
+    separated by commas. Raises ``ValueError`` naming a malformed item; what the
+    numbers must satisfy is :func:`~nninvert_lib.result.prescribed_distribution`'s."""
+    usage = (f"--target takes CLASS:P items (e.g. --target 3:0.45 8:0.45) or all "
+             f"{num_classes} probabilities separated by commas")
+    if len(items) == 1 and "," in items[0]:
+        parts = items[0].split(",")
+        if len(parts) != num_classes:
+            raise ValueError(f"{usage}; got {len(parts)} numbers in {items[0]!r}")
+        try:
+            return {c: float(v) for c, v in enumerate(parts)}
+        except ValueError:
+            raise ValueError(f"{usage}; {items[0]!r} holds a value that is not a number") \
+                from None
+    probs: dict[int, float] = {}
+    for item in items:
+        cls, sep, value = item.partition(":")
+        try:
+            c, p = int(cls), float(value)
+        except ValueError:
+            c = p = None
+        if not sep or c is None:
+            raise ValueError(f"{usage}; got {item!r}")
+        if c in probs:
+            raise ValueError(f"--target names class {c} twice")
+        probs[c] = p
+    return probs
+
+
+def _target_label(target) -> str:
+    """A prescribed distribution ``(K,)`` in one line: the classes above the rest,
+    then what each other class gets."""
+    rest = float(target.min())
+    named = [f"{c}:{float(p):g}" for c, p in enumerate(target) if float(p) > rest]
+    if not named:
+        return f"{float(target[0]):g} on every class"
+    return " ".join(named) + f" ({rest:g} on the others)"
+
+
 def _cmd_invert(args: argparse.Namespace) -> int:
     import torch
 
@@ -188,10 +230,13 @@ def _cmd_invert(args: argparse.Namespace) -> int:
     from .collect import collect_verified
     from .forward import forward_pass_inv
     from .generalized import generalized_inv
-    from .result import target_distribution
+    from .result import prescribed_distribution, target_distribution
     from .zoo import load_model
 
     _check_model_name(args.name)
+    if args.target is not None and (args.classes is not None or args.p is not None):
+        raise ValueError("--target prescribes the whole distribution: give it without "
+                         "--classes and --p")
     if args.method == "generalized" and args.name.startswith("fcnn"):
         raise ValueError("the generalized method inverts a ViT's head and backbone; for an "
                          "FCNN use --method back or forward")
@@ -217,7 +262,12 @@ def _cmd_invert(args: argparse.Namespace) -> int:
             raise ValueError(f"--max-iter must be >= 1, got {args.max_iter}")
     if args.png:
         _check_image_path(args.png)
-    target = target_distribution(args.classes, p=args.p)   # refuses bad classes and P first
+    # refuses bad classes and P first
+    if args.target is not None:
+        target = prescribed_distribution(_parse_target(args.target)).unsqueeze(0)
+    else:
+        args.classes = list(range(10)) if args.classes is None else args.classes
+        target = target_distribution(args.classes, p=0.9 if args.p is None else args.p)
     model, card = load_model(args.name, profile=args.profile, progress=not args.no_progress,
                              data_root=args.data_root)
     if args.method == "forward":
@@ -245,12 +295,19 @@ def _cmd_invert(args: argparse.Namespace) -> int:
               f"{result.info['attempts_per_row']}")
     else:
         result = method(model, target, n_samples=args.n, seed=args.seed, **options)
-    # the class each target row was asked for (not its argmax: with P < 1/10 the
-    # requested class is the least likely one)
-    classes = torch.as_tensor(args.classes).repeat_interleave(len(result.converged) // len(target))
-    for c in dict.fromkeys(args.classes):
-        ok = result.converged[classes == c]
-        print(f"class {c}: {int(ok.sum())}/{len(ok)} verified (atol {args.atol:g})")
+    if args.target is not None:
+        classes = None
+        ok = result.converged
+        print(f"target {_target_label(target[0])}: {int(ok.sum())}/{len(ok)} verified "
+              f"(atol {args.atol:g})")
+    else:
+        # the class each target row was asked for (not its argmax: with P < 1/10 the
+        # requested class is the least likely one)
+        classes = torch.as_tensor(args.classes).repeat_interleave(
+            len(result.converged) // len(target))
+        for c in dict.fromkeys(args.classes):
+            ok = result.converged[classes == c]
+            print(f"class {c}: {int(ok.sum())}/{len(ok)} verified (atol {args.atol:g})")
     print(f"{DISPLAY_NAMES[args.name]} ({args.profile}), {args.method}: "
           f"{100 * result.success_rate:.1f}% verified")
     for line in result.failure_summary():
@@ -267,8 +324,9 @@ def _cmd_invert(args: argparse.Namespace) -> int:
         from .plotting import image_grid
 
         fig = image_grid(result.inputs[:100], vmin=None, vmax=None,
-                         titles=[f"{int(c)}{'' if ok else ' ✗'}" for c, ok in
-                                 zip(classes[:100], result.converged[:100])])
+                         titles=[f"{'' if c is None else int(c)}{'' if ok else ' ✗'}"
+                                 for c, ok in zip([None] * 100 if classes is None
+                                                  else classes[:100], result.converged[:100])])
         fig.savefig(_parent_made(args.png), dpi=100)
         print(f"saved a grid of {min(100, len(result.inputs))} images to {args.png}")
     return 0
@@ -365,13 +423,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("invert", help="generate inputs that give a prescribed output",
                        description="Invert a trained model: images whose softmax puts probability "
-                       "P on each requested class and (1-P)/9 on the others.")
+                       "P on each requested class and (1-P)/9 on the others, or gives any "
+                       "prescribed distribution (--target).")
     p.add_argument("name", metavar="NAME", help=f"model name ({', '.join(MODEL_NAMES)})")
     p.add_argument("--method", choices=METHODS, default="back",
                    help="back: BackPassInv (FCNNs; default), back-paper: the paper's literal "
                    "BackPassInv, forward: ForwardPassInv (any model), generalized: the "
                    "generalized method (ViTs)")
-    p.add_argument("--classes", type=int, nargs="+", default=list(range(10)),
+    p.add_argument("--classes", type=int, nargs="+", default=None,
                    help="target classes (default 0..9)")
     p.add_argument("--n", type=int, default=10, help="samples per class (default 10)")
     p.add_argument("--n-verified", type=int, default=None, metavar="N",
@@ -379,7 +438,12 @@ def build_parser() -> argparse.ArgumentParser:
                    "until each has N distinct verified inputs (collect_verified)")
     p.add_argument("--max-rounds", type=int, default=4,
                    help="calls at most with --n-verified (default 4)")
-    p.add_argument("--p", type=float, default=0.9, help="target probability (default 0.9)")
+    p.add_argument("--p", type=float, default=None, help="target probability (default 0.9)")
+    p.add_argument("--target", nargs="+", default=None, metavar="CLASS:P",
+                   help="instead of --classes and --p, any prescribed output: CLASS:P items, "
+                   "the rest spread evenly over the other classes (--target 3:0.45 8:0.45: "
+                   "as likely a 3 as an 8), or all 10 probabilities separated by commas; "
+                   "--n samples of it")
     p.add_argument("--std", type=float, default=0.1,
                    help="null-space noise: random null-space components of norm STD·‖x_p‖ "
                    "(default 0.1; 0 adds none)")

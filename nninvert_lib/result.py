@@ -10,7 +10,7 @@ from __future__ import annotations
 import numbers
 import operator
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -59,6 +59,65 @@ def target_distribution(cls: int | Sequence[int] | torch.Tensor, p: float = 0.9,
                      dtype=torch.float64)
     out[torch.arange(len(classes)), classes] = p
     return out[0] if scalar else out
+
+
+def prescribed_distribution(probs: Mapping[int, float], num_classes: int = 10) -> torch.Tensor:
+    """Any prescribed output: ``probs[c]`` on each named class ``c``, the rest of the
+    probability spread evenly over the classes not named.
+
+    ``prescribed_distribution({3: 0.45, 8: 0.45})`` asks for an input the model
+    finds as likely a 3 as an 8 (0.0125 on each other digit);
+    ``prescribed_distribution({c: p})`` equals ``target_distribution(c, p)``
+    (:func:`target_distribution`).
+
+    Args:
+        probs: ``{class: probability}``, at least one class, each probability in
+            ``(0, 1)``. Naming every class, they must sum to 1 (within ``1e-6``);
+            otherwise to less than 1, so that each class not named gets
+            ``(1 - sum) / (K - len(probs)) > 0``.
+        num_classes: K.
+
+    Returns:
+        float64 tensor ``(K,)``, strictly positive, summing to 1.
+
+    Raises:
+        InversionError: no class named, a class outside ``0..K-1`` or not an int,
+            a probability not in ``(0, 1)``, or a sum that leaves no positive
+            probability for the classes not named (or, naming all, is not 1).
+    """
+    if num_classes < 2:
+        raise InversionError(f"num_classes must be at least 2, got {num_classes}")
+    if not isinstance(probs, Mapping) or not probs:
+        raise InversionError(f"probs must be a non-empty mapping {{class: probability}}, "
+                             f"got {probs!r}")
+    out = torch.empty(num_classes, dtype=torch.float64)
+    named = torch.zeros(num_classes, dtype=torch.bool)
+    for c, p in probs.items():
+        try:
+            c = operator.index(c)
+        except TypeError:
+            raise InversionError(f"classes must be ints, got {c!r}") from None
+        if not 0 <= c < num_classes:
+            raise InversionError(f"classes must lie in 0..{num_classes - 1}, got {c}")
+        if torch.is_tensor(p) and p.ndim == 0:
+            p = p.item()
+        if isinstance(p, bool) or not isinstance(p, numbers.Real) or not 0.0 < p < 1.0:
+            raise InversionError(f"the probability of class {c} must be a number strictly "
+                                 f"between 0 and 1 (softmax outputs are positive), got {p!r}")
+        out[c], named[c] = float(p), True
+    total = float(out[named].sum())
+    rest = num_classes - int(named.sum())
+    if rest == 0:
+        if abs(total - 1.0) > 1e-6:
+            raise InversionError(f"naming all {num_classes} classes, the probabilities must "
+                                 f"sum to 1, got {total:.6g}")
+    elif total >= 1.0:
+        raise InversionError(f"the probabilities named sum to {total:.6g}, leaving nothing for "
+                             f"the {rest} classes not named; they must sum to less than 1 "
+                             f"(softmax gives every class a positive probability)")
+    else:
+        out[~named] = (1.0 - total) / rest
+    return out
 
 
 def check_target(target: torch.Tensor | Sequence, num_classes: int | None = None,

@@ -127,6 +127,30 @@ def test_invert_smoke_saves_verified_inputs(method, fresh_cache, tmp_path, capsy
     assert png.stat().st_size > 1000
 
 
+@pytest.mark.parametrize("spec, label", [
+    (["3:0.45", "8:0.45"], "target 3:0.45 8:0.45 (0.0125 on the others): "),
+    (["0.05,0.05,0.05,0.3,0.05,0.05,0.05,0.05,0.3,0.05"],
+     "target 3:0.3 8:0.3 (0.05 on the others): "),
+])
+def test_invert_any_prescribed_distribution(spec, label, fresh_cache, tmp_path, capsys):
+    import torch
+
+    out = tmp_path / "inv.pt"
+    argv = ["invert", "fcnn1", "--profile", "smoke", "--method", "forward", "--target", *spec,
+            "--n", "3", "--out", str(out), "--png", str(tmp_path / "inv.png"), "--no-progress"]
+    assert cli.main(argv) == 0
+    lines = capsys.readouterr().out.splitlines()
+    row = next(line for line in lines if line.startswith("target "))
+    assert row.startswith(label) and row.endswith("/3 verified (atol 0.001)")
+    saved = torch.load(out, weights_only=True)
+    assert saved["classes"] is None and saved["inputs"].shape == (3, 1, 28, 28)
+    t = saved["target"]
+    assert t.shape == (3, 10) and torch.allclose(t[:, 3], t[:, 8]) and t[0].argsort()[-2:].sort() \
+        .values.tolist() == [3, 8]
+    ok = ((saved["probs"] - t).abs() <= 1e-3).all(dim=1)
+    assert torch.equal(ok, saved["converged"]) and int(row.split(": ")[1].split("/")[0]) == ok.sum()
+
+
 def test_invert_says_why_the_unverified_samples_failed(fresh_cache, capsys):
     # one LM step from random starts to P = 0.9: most samples stop short
     argv = ["invert", "fcnn1", "--profile", "smoke", "--method", "forward", "--classes", "0",
@@ -177,6 +201,12 @@ def test_invert_counts_the_requested_class_even_when_it_is_not_the_likeliest(fre
     (["--max-iter", "5", "--method", "back-paper"], "runs no LM"),
     (["--broyden"], "--broyden updates LM's Jacobian between chord steps"),
     (["--jacobian-dtype", "bfloat16"], "--jacobian-dtype sets the precision of LM's Jacobians"),
+    (["--target", "3:0.6", "8:0.45"], "sum to 1.05, leaving nothing for the 8 classes"),
+    (["--target", "3=0.4"], "--target takes CLASS:P items"),
+    (["--target", "0.5,0.5"], "got 2 numbers in '0.5,0.5'"),
+    (["--target", "3:0.4", "3:0.3"], "--target names class 3 twice"),
+    (["--target", "3:0.4", "--p", "0.5"], "give it without --classes and --p"),
+    (["--target", "3:0.4", "--classes", "3"], "give it without --classes and --p"),
 ])
 def test_invert_reports_invalid_settings_without_a_traceback(argv, message, fresh_cache,
                                                              capsys):

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from nninvert_lib.errors import InversionError
-from nninvert_lib.result import InversionResult, check_logits, target_distribution, verify
+from nninvert_lib.result import (InversionResult, check_logits, check_target,
+                                 prescribed_distribution, target_distribution, verify)
 
 
 def test_probabilities_are_refused_with_the_remedy():
@@ -50,6 +51,34 @@ def test_target_distribution_refuses_classes_that_are_not_ints(cls):
 def test_target_distribution_refuses_a_p_that_is_not_a_probability(p):
     with pytest.raises(InversionError, match="p must be a number strictly between 0 and 1"):
         target_distribution(2, p=p)
+
+
+def test_prescribed_distribution_spreads_the_rest_over_the_classes_not_named():
+    t = prescribed_distribution({3: 0.45, np.int64(8): torch.tensor(0.45)})
+    assert t.shape == (10,) and t.dtype == torch.float64
+    assert t[3] == 0.45 and t[8] == torch.tensor(0.45).item()    # a float32 0.45
+    assert torch.allclose(t[[0, 1, 2, 4, 5, 6, 7, 9]], torch.full((8,), 0.0125, dtype=torch.float64))
+    check_target(t)                         # a valid target for every method
+    assert torch.equal(prescribed_distribution({4: 0.9}), target_distribution(4, 0.9))
+    full = prescribed_distribution({c: 0.25 for c in range(4)}, num_classes=4)
+    assert torch.equal(full, torch.full((4,), 0.25, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("probs, message", [
+    ({}, "non-empty mapping"),
+    ([0.5, 0.5], "non-empty mapping"),
+    ({10: 0.5}, r"classes must lie in 0..9, got 10"),
+    ({-1: 0.5}, r"classes must lie in 0..9"),
+    ({"3": 0.5}, "classes must be ints"),
+    ({3: 0.0}, "class 3 must be a number strictly between 0 and 1"),
+    ({3: 1.0}, "class 3 must be a number strictly between 0 and 1"),
+    ({3: float("nan")}, "strictly between 0 and 1"),
+    ({3: 0.6, 8: 0.4}, r"sum to 1, leaving nothing for the 8 classes not named"),
+    ({c: 0.1 for c in range(9)} | {9: 0.2}, r"naming all 10 classes, .* sum to 1, got 1.1"),
+])
+def test_prescribed_distribution_names_what_is_wrong(probs, message):
+    with pytest.raises(InversionError, match=message):
+        prescribed_distribution(probs)
 
 
 @pytest.fixture
