@@ -9,6 +9,7 @@ Examples::
     nninvert invert fcnn6 --method back --classes 0 3 --n 20 --out inv.pt --png inv.png
     nninvert invert vit_tiny --method generalized --n-verified 20   # 20 verified per class
     nninvert invert fcnn6 --target 3:0.45 8:0.45 --n 20   # as likely a 3 as an 8
+    nninvert verify inv.pt                     # check saved inputs on their model again
     nninvert figure3 --profile quick --png fig3.png --csv fig3.csv   # Figure 3 as data
     nninvert frontier vit_tiny --warm-start 200 --json peaks.json    # highest p per class
     nninvert assignments make                  # student versions into _build/assignments/student
@@ -231,7 +232,7 @@ def _cmd_invert(args: argparse.Namespace) -> int:
     from .forward import forward_pass_inv
     from .generalized import generalized_inv
     from .result import prescribed_distribution, target_distribution
-    from .zoo import load_model
+    from .zoo import load_model, weights_fingerprint
 
     _check_model_name(args.name)
     if args.target is not None and (args.classes is not None or args.p is not None):
@@ -317,6 +318,7 @@ def _cmd_invert(args: argparse.Namespace) -> int:
         torch.save({"inputs": result.inputs, "probs": result.probs, "target": result.target,
                     "converged": result.converged, "classes": classes, "model": args.name,
                     "profile": args.profile, "method": args.method, "atol": args.atol,
+                    "weights": weights_fingerprint(model),
                     "reasons": [str(r) for r in result.info.get("reasons") or []]},
                    args.out)
         print(f"saved {len(result.inputs)} inputs to {args.out}")
@@ -330,6 +332,63 @@ def _cmd_invert(args: argparse.Namespace) -> int:
         fig.savefig(_parent_made(args.png), dpi=100)
         print(f"saved a grid of {min(100, len(result.inputs))} images to {args.png}")
     return 0
+
+
+#: what ``nninvert invert --out`` saves and ``nninvert verify`` needs
+SAVED_KEYS = ("inputs", "target", "model", "profile")
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    import torch
+
+    from .result import verify
+    from .zoo import load_model, weights_fingerprint
+
+    try:
+        saved = torch.load(args.file, weights_only=True)
+    except FileNotFoundError:
+        raise ValueError(f"no file {args.file!r}") from None
+    except Exception:                 # not a torch file, or one holding other objects
+        raise ValueError(f"{args.file!r} is not a file written by `nninvert invert --out` "
+                         f"(torch.load cannot read it)") from None
+    missing = [k for k in SAVED_KEYS if not isinstance(saved, dict) or k not in saved]
+    if missing:
+        raise ValueError(f"{args.file!r} is not a file written by `nninvert invert --out`: "
+                         f"it lacks {', '.join(missing)}")
+    name, profile = saved["model"], args.profile or saved["profile"]
+    _check_model_name(name)
+    atol = args.atol if args.atol is not None else float(saved.get("atol", 1e-3))
+    if not (0 < atol < 1):
+        raise ValueError(f"--atol is the tolerance on each probability and must lie in "
+                         f"(0, 1), got {atol}")
+    try:
+        model, _ = load_model(name, profile=profile, train=False, progress=False,
+                              data_root=args.data_root)
+    except FileNotFoundError as exc:
+        raise ValueError(f"{exc}; the inputs can only be checked on the model they were "
+                         f"made for") from None
+    fingerprint = weights_fingerprint(model)
+    if saved.get("weights") not in (None, fingerprint):
+        print(f"warning: the cached {DISPLAY_NAMES[name]} ({profile}) has other weights than "
+              f"the model these inputs were made for (fingerprint {fingerprint}, the file says "
+              f"{saved['weights']}): it was trained again, elsewhere or on other data, so its "
+              f"verdict says little about the inputs", file=sys.stderr)
+    probs, ok = verify(model, saved["inputs"], saved["target"], atol=atol)
+    error = (probs - torch.as_tensor(saved["target"]).to(probs)).abs().amax(dim=1)
+    classes = saved.get("classes")
+    if classes is not None:
+        for c in dict.fromkeys(classes.tolist()):
+            row = ok[classes == c]
+            print(f"class {c}: {int(row.sum())}/{len(row)} verified")
+    print(f"{DISPLAY_NAMES[name]} ({profile}), {len(ok)} inputs from {args.file}: "
+          f"{int(ok.sum())}/{len(ok)} verified (atol {atol:g}; largest error "
+          f"{error.max().item():.2e})")
+    flags = saved.get("converged")
+    if flags is not None and len(flags) == len(ok) and atol == float(saved.get("atol", atol)):
+        differ = int((flags.bool() != ok).sum())
+        print(f"the file's own flags: {int(flags.sum())} verified" +
+              (f"; {differ} disagree with this check" if differ else ", the same"))
+    return 0 if bool(ok.all()) else 1
 
 
 def _cmd_frontier(args: argparse.Namespace) -> int:
@@ -470,13 +529,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--profile", choices=PROFILES, default="quick",
                    help="which trained model (default quick)")
-    p.add_argument("--out", default=None, help="save inputs, probabilities, flags and each "
-                   "sample's reason (.pt)")
+    p.add_argument("--out", default=None, help="save inputs, probabilities, flags, each "
+                   "sample's reason and the model's weight fingerprint (.pt; nninvert verify "
+                   "checks it again)")
     p.add_argument("--png", default=None, help="save a grid of the first 100 images (.png)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.add_argument("--data-root", default=None, help="folder holding MNIST/raw/")
     _add_threads(p)
     p.set_defaults(func=_cmd_invert)
+
+    p = sub.add_parser("verify", help="check inputs saved by `invert --out` on their model",
+                       description="Run the model an `nninvert invert --out` file names "
+                       "(cached, in float64) on the inputs it holds, and check every "
+                       "probability against the target. Exits with status 0 when every input "
+                       "verifies, 1 when some do not.")
+    p.add_argument("file", metavar="FILE", help="a .pt file written by nninvert invert --out")
+    p.add_argument("--atol", type=float, default=None,
+                   help="tolerance on each probability (default: the file's, else 1e-3)")
+    p.add_argument("--profile", choices=PROFILES, default=None,
+                   help="check on this profile's model (default: the file's)")
+    p.add_argument("--data-root", default=None, help="folder holding MNIST/raw/")
+    _add_threads(p)
+    p.set_defaults(func=_cmd_verify)
 
     p = sub.add_parser("frontier", help="per class, the highest target probability P with "
                        "verified inputs (continuation in P)",
@@ -553,7 +627,7 @@ def main(argv: list[str] | None = None) -> int:
     ``--warm-start`` on an FCNN), before any model is loaded, and those that only the
     library can judge (its ``InversionError`` or other ``ValueError``: a class out of
     range, ``--p 1.2``, ``--max-cond 0.5``). A model this machine's memory cannot
-    train exits with status 1."""
+    train exits with status 1, and so does ``verify`` when some input does not verify."""
     args = build_parser().parse_args(argv)
     try:
         _set_threads(getattr(args, "threads", 0))

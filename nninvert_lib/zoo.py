@@ -49,6 +49,18 @@ def model_key(name: str, config: TrainConfig, data_source: str) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def weights_fingerprint(model: nn.Module) -> str:
+    """16 hex digits identifying ``model``'s weights (a SHA-256 of every parameter and
+    buffer, in ``state_dict`` order, names and bytes): equal for the same trained
+    model, different after any retraining, even under the same :func:`model_key`."""
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8)
+                      .numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
 def checkpoint_path(name: str, key: str) -> Path:
     """Path of the ``.pt`` checkpoint; the model card is the same path with ``.json``."""
     return paths.models_dir() / f"{name}-{key}.pt"

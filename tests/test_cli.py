@@ -396,3 +396,67 @@ def test_figure3_prints_skipped_models_and_undecided_claims(monkeypatch, capsys)
     out = capsys.readouterr().out
     assert "dinov3_base left out: training dinov3_base needs at least 2.7 GiB" in out
     assert out.count(": cannot be told") == 3
+
+
+def test_verify_checks_saved_inputs_again_and_notices_tampering(fresh_cache, tmp_path, capsys):
+    import torch
+
+    from nninvert_lib import zoo
+
+    out = tmp_path / "inv.pt"
+    assert cli.main(["invert", "fcnn1", "--profile", "smoke", "--method", "forward", "--classes",
+                     "2", "5", "--n", "3", "--p", "0.5", "--out", str(out), "--no-progress"]) == 0
+    saved = torch.load(out, weights_only=True)
+    model, _ = zoo.load_model("fcnn1", "smoke", train=False)
+    assert saved["weights"] == zoo.weights_fingerprint(model)
+    capsys.readouterr()
+    status = cli.main(["verify", str(out)])
+    text = capsys.readouterr().out
+    n_ok = int(saved["converged"].sum())
+    assert status == (0 if n_ok == 6 else 1)
+    assert f"6 inputs from {out}: {n_ok}/6 verified (atol 0.001" in text
+    assert "class 2: " in text and "class 5: " in text
+    assert f"the file's own flags: {n_ok} verified, the same" in text
+
+    # move every verified input: the check must now fail them, and say so
+    saved["inputs"] = saved["inputs"] + 0.5
+    torch.save(saved, out)
+    assert cli.main(["verify", str(out)]) == 1
+    text = capsys.readouterr().out
+    assert "0/6 verified" in text and f"{n_ok} disagree with this check" in text
+
+    # inputs made for other weights: checked, with a warning
+    saved["weights"] = "0" * 16
+    torch.save(saved, out)
+    cli.main(["verify", str(out)])
+    assert "has other weights than the model these inputs were made for" in \
+        capsys.readouterr().err
+
+
+@pytest.mark.parametrize("content, message", [
+    (None, "no file"),
+    (b"not a torch file", "torch.load cannot read it"),
+    ({"inputs": 1}, "it lacks target, model, profile"),
+])
+def test_verify_refuses_what_invert_did_not_write(content, message, tmp_path, capsys):
+    import torch
+
+    path = tmp_path / "x.pt"
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    elif content is not None:
+        torch.save(content, path)
+    assert cli.main(["verify", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("nninvert verify: error:") and message in err
+
+
+def test_verify_needs_the_cached_model(fresh_cache, tmp_path, capsys):
+    import torch
+
+    path = tmp_path / "x.pt"
+    torch.save({"inputs": torch.zeros(1, 1, 28, 28), "target": torch.full((10,), 0.1),
+                "model": "fcnn2", "profile": "smoke"}, path)
+    assert cli.main(["verify", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "nninvert train fcnn2 --profile smoke" in err and "made for" in err

@@ -202,3 +202,16 @@ def test_load_models_checks_names_and_profile_first(fresh_cache, monkeypatch, na
     monkeypatch.setattr(zoo, "load_model", lambda *a, **k: pytest.fail("loading started"))
     with pytest.raises(ValueError, match=match):
         nni.load_models(names, profile)
+
+
+def test_weights_fingerprint_follows_the_weights_not_the_object():
+    import copy
+
+    torch.manual_seed(0)
+    a = nni.make_fcnn([784, 20, 10])
+    b = copy.deepcopy(a)
+    assert zoo.weights_fingerprint(a) == zoo.weights_fingerprint(b)
+    assert len(zoo.weights_fingerprint(a)) == 16
+    with torch.no_grad():
+        b[1].weight[0, 0] += 1e-7          # the smallest retraining
+    assert zoo.weights_fingerprint(a) != zoo.weights_fingerprint(b)
