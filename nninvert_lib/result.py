@@ -22,6 +22,18 @@ from .modelcopy import float64_forward
 DEFAULT_ATOL = 1e-3
 
 
+def _probability(p: object, what: str) -> float:
+    """``p`` (a real number or a 0-d tensor) as a float in ``(0, 1)``; raises
+    :class:`InversionError` starting with ``what`` otherwise."""
+    if torch.is_tensor(p) and p.ndim == 0:
+        p = p.item()
+    if isinstance(p, bool) or not isinstance(p, numbers.Real) or not 0.0 < p < 1.0:
+        raise InversionError(f"{what} must be a number strictly between 0 and 1 (every class "
+                             f"needs positive probability for the softmax to be invertible), "
+                             f"got {p!r}")
+    return float(p)
+
+
 def target_distribution(cls: int | Sequence[int] | torch.Tensor, p: float = 0.9,
                         num_classes: int = 10) -> torch.Tensor:
     """The paper's target: ``p`` on class ``cls`` and ``(1-p)/(K-1)`` on the others.
@@ -40,12 +52,7 @@ def target_distribution(cls: int | Sequence[int] | torch.Tensor, p: float = 0.9,
     """
     if num_classes < 2:
         raise InversionError(f"num_classes must be at least 2, got {num_classes}")
-    if torch.is_tensor(p) and p.ndim == 0:
-        p = p.item()
-    if isinstance(p, bool) or not isinstance(p, numbers.Real) or not 0.0 < p < 1.0:
-        raise InversionError(f"p must be a number strictly between 0 and 1 (every class needs "
-                             f"positive probability for the softmax to be invertible), got {p!r}")
-    p = float(p)
+    p = _probability(p, "p")
     scalar = isinstance(cls, numbers.Integral) or (torch.is_tensor(cls) and cls.ndim == 0)
     try:
         classes = torch.as_tensor([operator.index(cls)] if scalar else
@@ -99,12 +106,7 @@ def prescribed_distribution(probs: Mapping[int, float], num_classes: int = 10) -
             raise InversionError(f"classes must be ints, got {c!r}") from None
         if not 0 <= c < num_classes:
             raise InversionError(f"classes must lie in 0..{num_classes - 1}, got {c}")
-        if torch.is_tensor(p) and p.ndim == 0:
-            p = p.item()
-        if isinstance(p, bool) or not isinstance(p, numbers.Real) or not 0.0 < p < 1.0:
-            raise InversionError(f"the probability of class {c} must be a number strictly "
-                                 f"between 0 and 1 (softmax outputs are positive), got {p!r}")
-        out[c], named[c] = float(p), True
+        out[c], named[c] = _probability(p, f"the probability of class {c}"), True
     total = float(out[named].sum())
     rest = num_classes - int(named.sum())
     if rest == 0:
