@@ -408,10 +408,14 @@ def _cmd_frontier(args: argparse.Namespace) -> int:
                        start_tries=args.start_tries, progress=not args.no_progress)
     show = lambda v: "-" if math.isnan(v) else f"{v:.3f}"  # noqa: E731
     print(f"{DISPLAY_NAMES[args.name]} ({args.profile}), {fr.info['seconds']:.0f} s")
-    print("class  highest verified p  stalled at  verified inputs")
+    print("class  highest verified p  stalled at  closest miss there  verified inputs")
     for row in fr.rows():
+        miss = "-" if math.isnan(row["stall_error"]) else f"{row['stall_error']:.2e}"
         print(f"{row['class']:>5}  {show(row['highest']):>18}  {show(row['stalled_at']):>10}  "
-              f"{row['verified']:>15}")
+              f"{miss:>18}  {row['verified']:>15}")
+    if any(not math.isnan(row["stall_error"]) for row in fr.rows()):
+        print(f"closest miss: at the P where a class stalled, the smallest max_k |p_k - "
+              f"target_k| LM reached (verified needs at most {fr.info['atol']:g})")
     if args.json:
         with open(_parent_made(args.json), "w") as f:
             json.dump({"model": args.name, "profile": args.profile, "rows": fr.rows(),

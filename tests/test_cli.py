@@ -324,6 +324,30 @@ def test_frontier_smoke_prints_each_class_and_saves_json(fresh_cache, tmp_path, 
     assert all(r["highest"] == 0.9 and r["verified"] >= 1 for r in saved["rows"])
 
 
+def test_frontier_shows_how_close_a_stalled_class_came(fresh_cache, monkeypatch, capsys):
+    import math
+
+    import torch
+
+    from nninvert_lib import frontier
+
+    def stalled(model, classes, **kwargs):
+        return frontier.PeakFrontier(
+            classes=[3, 8], highest=torch.tensor([0.95, math.nan], dtype=torch.float64),
+            inputs=[torch.zeros(2, 1, 28, 28), torch.zeros(0, 1, 28, 28)],
+            stalled_at=torch.tensor([0.955, math.nan], dtype=torch.float64),
+            stall_error=torch.tensor([0.0042, math.nan], dtype=torch.float64),
+            info={"seconds": 1.0, "atol": 1e-3})
+
+    monkeypatch.setattr(frontier, "peak_frontier", stalled)
+    assert cli.main(["frontier", "fcnn1", "--profile", "smoke", "--no-progress"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[2].split() == ["3", "0.950", "0.955", "4.20e-03", "2"]
+    assert lines[3].split() == ["8", "-", "-", "-", "0"]
+    assert lines[4].startswith("closest miss: at the P where a class stalled")
+    assert lines[4].endswith("(verified needs at most 0.001)")
+
+
 def test_frontier_refuses_bad_settings(capsys):
     assert cli.main(["frontier", "fcnn1", "--warm-start", "5"]) == 2
     assert "ViT" in capsys.readouterr().err
