@@ -50,14 +50,16 @@ def _add_threads(p: argparse.ArgumentParser) -> None:
 
 
 @contextlib.contextmanager
-def _warnings_to_stderr() -> Iterator[None]:
-    """Print each warning raised in the block as ``warning: <message>`` on stderr
-    (after the block), not with Python's file and line."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
+def _warnings_as_lines() -> Iterator[None]:
+    """In the block, print each warning as it is raised, as one ``warning: <message>``
+    line on stderr, not with Python's file, line and source line (the filters stay
+    Python's: a warning repeated at one place is shown once)."""
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        print(f"warning: {message}", file=sys.stderr if file is None else file)
+
+    with warnings.catch_warnings():
+        warnings.showwarning = show
         yield
-    for w in caught:
-        print(f"warning: {w.message}", file=sys.stderr)
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -130,8 +132,7 @@ def _train_in_parallel(names: list[str], args: argparse.Namespace) -> int:
 def _cmd_models(args: argparse.Namespace) -> int:
     from .zoo import cached_cards
 
-    with _warnings_to_stderr():
-        cards = cached_cards(args.profile)
+    cards = cached_cards(args.profile)
     if args.json:
         print(json.dumps(cards, indent=2))
     elif not cards:
@@ -143,9 +144,8 @@ def _cmd_models(args: argparse.Namespace) -> int:
 
 
 def _cmd_data(args: argparse.Namespace) -> int:
-    with _warnings_to_stderr():
-        train, val = (load_mnist(s, root=args.data_root, download=not args.no_download)
-                      for s in ("train", "val"))
+    train, val = (load_mnist(s, root=args.data_root, download=not args.no_download)
+                  for s in ("train", "val"))
     for data in (train, val):
         print(f"{data.split:<5} {len(data):>6} images  source={data.source}  from {data.location}")
     return 0
@@ -635,7 +635,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         _set_threads(getattr(args, "threads", 0))
-        return args.func(args)
+        with _warnings_as_lines():
+            return args.func(args)
     except ValueError as exc:           # InversionError included
         print(f"nninvert {args.command}: error: {exc}", file=sys.stderr)
         return 2

@@ -484,3 +484,12 @@ def test_verify_needs_the_cached_model(fresh_cache, tmp_path, capsys):
     assert cli.main(["verify", str(path)]) == 2
     err = capsys.readouterr().err
     assert "nninvert train fcnn2 --profile smoke" in err and "made for" in err
+
+
+def test_warnings_are_one_line_each_as_they_happen(fresh_cache, tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("NNINVERT_DATA", raising=False)
+    assert cli.main(["data", "--no-download", "--data-root", str(tmp_path)]) == 0
+    err = capsys.readouterr().err.splitlines()
+    # the fallback is warned of once (the second split records it in notes only)
+    assert len(err) == 1 and err[0].startswith("warning: Full MNIST is not available"), err
+    assert "data.py" not in err[0]
