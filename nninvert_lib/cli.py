@@ -183,6 +183,20 @@ def _check_image_path(path: str) -> None:
 METHODS = ("back", "back-paper", "forward", "generalized")
 
 
+def _check_atol(atol: float) -> None:
+    """Raise ``ValueError`` unless ``atol`` (``--atol``) lies in ``(0, 1)``."""
+    if not (0 < atol < 1):
+        raise ValueError(f"--atol is the tolerance on each probability and must lie in "
+                         f"(0, 1), got {atol}")
+
+
+def _class_counts(classes, ok) -> list[str]:
+    """``class <c>: <verified>/<n> verified`` for each class in ``classes`` ``(n,)`` (the
+    class each input was asked for, in order of first appearance), ``ok`` ``(n,)`` bool."""
+    return [f"class {c}: {int(ok[classes == c].sum())}/{int((classes == c).sum())} verified"
+            for c in dict.fromkeys(classes.tolist())]
+
+
 def _parse_target(items: list[str], num_classes: int = 10) -> dict[int, float]:
     """``--target``'s items as ``{class: probability}``: ``CLASS:P`` pairs
     (``["3:0.45", "8:0.45"]``), or all ``num_classes`` probabilities in one item,
@@ -252,9 +266,7 @@ def _cmd_invert(args: argparse.Namespace) -> int:
     if args.jacobian_dtype and args.method.startswith("back"):
         raise ValueError("--jacobian-dtype sets the precision of LM's Jacobians: it needs "
                          "--method forward or generalized")
-    if not (0 < args.atol < 1):
-        raise ValueError(f"--atol is the tolerance on each probability and must lie in "
-                         f"(0, 1), got {args.atol}")
+    _check_atol(args.atol)
     if args.max_iter is not None:
         if args.method == "back-paper":
             raise ValueError("--max-iter sets the LM iterations; the paper's BackPassInv "
@@ -306,9 +318,8 @@ def _cmd_invert(args: argparse.Namespace) -> int:
         # requested class is the least likely one)
         classes = torch.as_tensor(args.classes).repeat_interleave(
             len(result.converged) // len(target))
-        for c in dict.fromkeys(args.classes):
-            ok = result.converged[classes == c]
-            print(f"class {c}: {int(ok.sum())}/{len(ok)} verified (atol {args.atol:g})")
+        for line in _class_counts(classes, result.converged):
+            print(f"{line} (atol {args.atol:g})")
     print(f"{DISPLAY_NAMES[args.name]} ({args.profile}), {args.method}: "
           f"{100 * result.success_rate:.1f}% verified")
     for line in result.failure_summary():
@@ -325,10 +336,10 @@ def _cmd_invert(args: argparse.Namespace) -> int:
     if args.png:
         from .plotting import image_grid
 
+        labels = [""] * len(result.converged) if classes is None else classes.tolist()
         fig = image_grid(result.inputs[:100], vmin=None, vmax=None,
-                         titles=[f"{'' if c is None else int(c)}{'' if ok else ' ✗'}"
-                                 for c, ok in zip([None] * 100 if classes is None
-                                                  else classes[:100], result.converged[:100])])
+                         titles=[f"{c}{'' if ok else ' ✗'}"
+                                 for c, ok in zip(labels[:100], result.converged[:100])])
         fig.savefig(_parent_made(args.png), dpi=100)
         print(f"saved a grid of {min(100, len(result.inputs))} images to {args.png}")
     return 0
@@ -341,7 +352,7 @@ SAVED_KEYS = ("inputs", "target", "model", "profile")
 def _cmd_verify(args: argparse.Namespace) -> int:
     import torch
 
-    from .result import verify
+    from .result import DEFAULT_ATOL, verify
     from .zoo import load_model, weights_fingerprint
 
     try:
@@ -357,10 +368,8 @@ def _cmd_verify(args: argparse.Namespace) -> int:
                          f"it lacks {', '.join(missing)}")
     name, profile = saved["model"], args.profile or saved["profile"]
     _check_model_name(name)
-    atol = args.atol if args.atol is not None else float(saved.get("atol", 1e-3))
-    if not (0 < atol < 1):
-        raise ValueError(f"--atol is the tolerance on each probability and must lie in "
-                         f"(0, 1), got {atol}")
+    atol = args.atol if args.atol is not None else float(saved.get("atol", DEFAULT_ATOL))
+    _check_atol(atol)
     try:
         model, _ = load_model(name, profile=profile, train=False, progress=False,
                               data_root=args.data_root)
@@ -377,9 +386,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     error = (probs - torch.as_tensor(saved["target"]).to(probs)).abs().amax(dim=1)
     classes = saved.get("classes")
     if classes is not None:
-        for c in dict.fromkeys(classes.tolist()):
-            row = ok[classes == c]
-            print(f"class {c}: {int(row.sum())}/{len(row)} verified")
+        print("\n".join(_class_counts(classes, ok)))
     print(f"{DISPLAY_NAMES[name]} ({profile}), {len(ok)} inputs from {args.file}: "
           f"{int(ok.sum())}/{len(ok)} verified (atol {atol:g}; largest error "
           f"{error.max().item():.2e})")
@@ -406,19 +413,19 @@ def _cmd_frontier(args: argparse.Namespace) -> int:
                        min_step=args.min_step, p_max=args.p_max, n_samples=args.n,
                        seed=args.seed, warm_start=args.warm_start,
                        start_tries=args.start_tries, progress=not args.no_progress)
-    show = lambda v: "-" if math.isnan(v) else f"{v:.3f}"  # noqa: E731
+    show = lambda v, spec=".3f": "-" if math.isnan(v) else format(v, spec)  # noqa: E731
+    rows = fr.rows()
     print(f"{DISPLAY_NAMES[args.name]} ({args.profile}), {fr.info['seconds']:.0f} s")
     print("class  highest verified p  stalled at  closest miss there  verified inputs")
-    for row in fr.rows():
-        miss = "-" if math.isnan(row["stall_error"]) else f"{row['stall_error']:.2e}"
+    for row in rows:
         print(f"{row['class']:>5}  {show(row['highest']):>18}  {show(row['stalled_at']):>10}  "
-              f"{miss:>18}  {row['verified']:>15}")
-    if any(not math.isnan(row["stall_error"]) for row in fr.rows()):
+              f"{show(row['stall_error'], '.2e'):>18}  {row['verified']:>15}")
+    if any(not math.isnan(row["stall_error"]) for row in rows):
         print(f"closest miss: at the P where a class stalled, the smallest max_k |p_k - "
               f"target_k| LM reached (verified needs at most {fr.info['atol']:g})")
     if args.json:
         with open(_parent_made(args.json), "w") as f:
-            json.dump({"model": args.name, "profile": args.profile, "rows": fr.rows(),
+            json.dump({"model": args.name, "profile": args.profile, "rows": rows,
                        "history": fr.history, "info": fr.info}, f, indent=1)
         print(f"saved the table to {args.json}")
     return 0
