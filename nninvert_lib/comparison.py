@@ -42,6 +42,7 @@ import math
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -60,6 +61,9 @@ from .prior import gradient_image, max_class_image, percentile_average_image, tr
 from .result import InversionResult, target_distribution
 from .profiles import train_config
 from .zoo import load_model, model_key
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 __all__ = ["PAPER_ROWS", "METHODS", "NEW_METHODS", "PRIOR_METHODS", "Figure3Settings",
            "Figure3", "figure3", "plot_figure3", "figure3_settings"]
@@ -610,7 +614,7 @@ def figure3(profile: str = "quick", settings: Figure3Settings | None = None, *,
 
 # ----------------------------------------------------------------------------- plotting
 def plot_figure3(fig3: Figure3, rows: Sequence[tuple[str, str | None, str]] = PAPER_ROWS,
-                 sample: int = 0, size: float = 0.95, scale: str = "row"):
+                 sample: int = 0, size: float = 0.95, scale: str = "row") -> Figure:
     """Draw the paper's grid: one row per source, one column per class.
 
     Images are shown in grey; an inverted image may leave [0, 1], so each row is

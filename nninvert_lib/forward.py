@@ -224,6 +224,7 @@ import math
 import time
 import weakref
 from collections.abc import Callable, Sequence
+from typing import Protocol
 from dataclasses import dataclass
 
 import torch
@@ -265,6 +266,18 @@ def _orthogonal_complement_of_ones(k: int, dtype: torch.dtype,
     a[:, 0] = 1.0
     q, _ = torch.linalg.qr(a)
     return q[:, 1:].to(dtype=dtype, device=device)
+
+
+class Residual(Protocol):
+    """What :func:`lm_solve` asks of a residual (:class:`ProbabilityResidual`, the
+    generalized method's embedding residual)."""
+
+    def __call__(self, z: torch.Tensor, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(r (b, m), G = ∂r/∂z (b, m, K))`` for outputs ``z`` ``(b, K)`` of the
+        samples ``idx`` ``(b,)``."""
+
+    def error(self, z: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        """``(b,)``: the stopping measure (largest probability error)."""
 
 
 class ProbabilityResidual:
@@ -555,7 +568,7 @@ def _chord_steps(ev, residual, opts: LMOptions, idx, need, jac, gram, x, z, r, c
     return done
 
 
-def lm_solve(fn: Callable[[torch.Tensor], torch.Tensor], x0: torch.Tensor, residual,
+def lm_solve(fn: Callable[[torch.Tensor], torch.Tensor], x0: torch.Tensor, residual: Residual,
              opts: LMOptions, draw: Callable[[int], torch.Tensor] | None = None,
              jacobian: str = "auto", chunk_size: int | None = None,
              desc: str = "LM", subspace: torch.Tensor | None = None) -> dict:

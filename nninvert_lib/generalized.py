@@ -98,7 +98,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -409,7 +409,8 @@ def embedding_residual_basis(head: HeadInverse, rank: int | None, null_weight: f
     return torch.cat([w.T @ q, null_weight * null], dim=1)
 
 
-def backbone_fn(net: nn.Module, input_shape: tuple[int, ...]):
+def backbone_fn(net: nn.Module, input_shape: tuple[int, ...]
+                ) -> Callable[[torch.Tensor], torch.Tensor]:
     """``(b, d) -> (b, D)``: the pre-logits embedding of a (copied) timm ViT."""
     def fn(x: torch.Tensor) -> torch.Tensor:
         feats = net.forward_features(x.reshape(x.shape[0], *input_shape))
@@ -426,11 +427,11 @@ class EmbeddingResidual:
         self.w, self.b, self.target = head_w, head_b, target
         self.m = basis.shape[1]
 
-    def __call__(self, z, idx):
+    def __call__(self, z: torch.Tensor, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         r = (z - self.e_target[idx]) @ self.basis
         return r, self.basis.mT.expand(len(z), *self.basis.mT.shape)
 
-    def error(self, z, idx):
+    def error(self, z: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
         probs = torch.softmax(z @ self.w.T + self.b, dim=1)
         err = (probs - self.target[idx]).abs().amax(dim=1)
         return torch.where(torch.isfinite(err), err, torch.full_like(err, math.inf))

@@ -7,6 +7,7 @@ with frozen parameters, in the dtype the method computes in.
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -185,7 +186,7 @@ class StreamedFloat64:
         return self.module(x.to(torch.float64))
 
 
-def float64_forward(model: nn.Module):
+def float64_forward(model: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
     """A callable ``x -> model(x)`` computed in float64, for checking results.
 
     A float64 :func:`inversion_copy` for models up to
