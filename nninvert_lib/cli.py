@@ -378,10 +378,10 @@ def _cmd_verify(args: argparse.Namespace) -> int:
                          f"made for") from None
     fingerprint = weights_fingerprint(model)
     if saved.get("weights") not in (None, fingerprint):
-        print(f"warning: the cached {DISPLAY_NAMES[name]} ({profile}) has other weights than "
-              f"the model these inputs were made for (fingerprint {fingerprint}, the file says "
-              f"{saved['weights']}): it was trained again, elsewhere or on other data, so its "
-              f"verdict says little about the inputs", file=sys.stderr)
+        warnings.warn(f"the cached {DISPLAY_NAMES[name]} ({profile}) has other weights than "
+                      f"the model these inputs were made for (fingerprint {fingerprint}, the "
+                      f"file says {saved['weights']}): it was trained again, elsewhere or on "
+                      f"other data, so its verdict says little about the inputs")
     probs, ok = verify(model, saved["inputs"], saved["target"], atol=atol)
     error = (probs - torch.as_tensor(saved["target"]).to(probs)).abs().amax(dim=1)
     classes = saved.get("classes")

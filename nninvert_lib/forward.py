@@ -224,8 +224,8 @@ import math
 import time
 import weakref
 from collections.abc import Callable, Sequence
-from typing import Protocol
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 from torch import nn
