@@ -119,6 +119,34 @@ def test_leaky_depth_network_seeds_give_one_row_per_network(tmp_path):
     assert out["rows"][0]["max_abs_input"] != out["rows"][1]["max_abs_input"]
 
 
+def test_he_initialise_draws_weights_within_the_he_bound_and_keeps_biases():
+    """``he_initialise`` redraws each weight from ``U(±sqrt(6 / ((1 + s²) in)))``
+    (wider than PyTorch's default ``±1/sqrt(in)``), reproducibly, and leaves
+    the biases alone."""
+    leaky_depth = bench_module("leaky_depth")
+    torch.manual_seed(0)
+    net = leaky_depth.make_fcnn((400, 300, 10), "leaky_relu", negative_slope=0.01)
+    biases = [m.bias.clone() for m in net if isinstance(m, torch.nn.Linear)]
+    leaky_depth.he_initialise(net, 0.01, seed=3)
+    linears = [m for m in net if isinstance(m, torch.nn.Linear)]
+    for m, b in zip(linears, biases):
+        bound = (6 / ((1 + 0.01 ** 2) * m.in_features)) ** 0.5
+        assert m.weight.abs().max() <= bound
+        assert m.weight.abs().max() > 0.95 * bound > 2 / m.in_features ** 0.5
+        assert torch.equal(m.bias, b)
+    again = leaky_depth.make_fcnn((400, 300, 10), "leaky_relu", negative_slope=0.01)
+    leaky_depth.he_initialise(again, 0.01, seed=3)
+    assert torch.equal(again[1].weight, linears[0].weight)
+
+
+def test_leaky_depth_init_he_is_recorded_in_both_files(tmp_path):
+    out = bench_module("leaky_depth").main(
+        ["--slopes", "0.1", "--ratios", "0.5", "--depths", "2", "--n", "1",
+         "--init", "he", "--out", str(tmp_path)])
+    assert out["init"] == "he" and out["rows"][0]["success_rate"] == 1.0
+    assert "He uniform" in next(tmp_path.glob("*-leaky-depth.md")).read_text()
+
+
 def test_classes_short_names_the_targets_with_too_few_verified_samples():
     target = nni.target_distribution([0, 0, 1, 1, 2, 2], 0.9)
     ok = torch.tensor([True, True, True, False, False, False])
