@@ -87,7 +87,8 @@ size from layer to layer (:func:`he_initialise`; the biases keep PyTorch's
 default). It asks whether the depth limit comes from the default
 initialisation's shrinking signal. It does not: at slope 0.01, ratio 0.75,
 depth 12 (seed 12, walks stopped at 120 s) the He-initialised network verifies
-30% (the default one 20%), with inputs up to ~2e21.
+30% (the default one 20%), with inputs up to ~2e21, and at depth 11 (seed 11)
+30% as well (the default one 90% with no time limit).
 
 ``--directions`` asks where the network sends large inputs
 (:func:`direction_spread`): 1,000 standard-normal inputs scaled by 1e3 and by
@@ -108,7 +109,7 @@ target still verifies.
     python benchmarks/leaky_depth.py --slopes 0.01 --ratios 0.75 --depths 10 --network-seeds 1 2
                                                       # two more networks, about 28 minutes
     python benchmarks/leaky_depth.py --slopes 0.01 --ratios 0.75 --depths 12 --init he \
-        --walk-seconds 120 --out /tmp/he                  # about 25 minutes
+        --walk-seconds 120 --out /tmp/he                  # about 25 minutes (29 at depth 11)
 
 Writes ``benchmarks/results/<date>-<host>-leaky-depth.{json,md}`` (or ``--out``).
 """
