@@ -167,15 +167,15 @@ def leaky_network(slope: float, ratio: float, depth: int
 
 def he_initialise(net: torch.nn.Module, slope: float, seed: int) -> None:
     """Redraw every ``nn.Linear`` weight of ``net`` in place from He (Kaiming)
-    uniform initialisation for a LeakyReLU of negative slope ``slope``:
-    ``U(-b, b)`` with ``b = sqrt(6 / ((1 + slope²) · in_features))``, drawn
-    from a generator seeded with ``seed``. Biases are left as they are."""
+    uniform initialisation for a LeakyReLU of negative slope ``slope``
+    (:func:`torch.nn.init.kaiming_uniform_`): ``U(-b, b)`` with
+    ``b = sqrt(6 / ((1 + slope²) · in_features))``, drawn from a generator
+    seeded with ``seed``. Biases are left as they are."""
     gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in net.modules():
-            if isinstance(m, torch.nn.Linear):
-                bound = math.sqrt(6 / ((1 + slope ** 2) * m.in_features))
-                m.weight.uniform_(-bound, bound, generator=gen)
+    for m in net.modules():
+        if isinstance(m, torch.nn.Linear):
+            torch.nn.init.kaiming_uniform_(m.weight, a=slope, nonlinearity="leaky_relu",
+                                           generator=gen)
 
 
 def slope_continuation(net: torch.nn.Module, target: torch.Tensor, slope: float,
